@@ -1,0 +1,5 @@
+include!("../build-support/link_torch_cuda.rs");
+
+fn main() {
+    link_torch_cuda();
+}

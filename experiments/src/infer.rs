@@ -1,0 +1,129 @@
+//! `tcomm logits` and `tcomm generate`: single-prompt inference, for checking the engine against
+//! transformers and for trying a model.
+use anyhow::Context;
+use clap::Args;
+use runtime::generate::{self, SamplingParams};
+use runtime::loader::{self, Model};
+use runtime::tokenizer::ChatMessage;
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// A known model name (see `tcomm models`), a .gguf file or a Hugging Face checkpoint folder.
+    #[arg(long, short, default_value = runtime::registry::DEFAULT_MODEL, env = "TCOMM_MODEL")]
+    model: String,
+    /// cpu, cuda, cuda:N or auto (CUDA when libtorch sees a GPU).
+    #[arg(long, default_value = "cpu", env = "TCOMM_DEVICE")]
+    device: String,
+    /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<Model> {
+        let device = runtime::device::parse_device(&self.device)?;
+        let kind = runtime::device::parse_kind(&self.dtype, device)?;
+        Ok(loader::load(&self.model, device, kind)?)
+    }
+}
+
+#[derive(Args)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to score; it is tokenized as transformers' `tokenizer(text)` does (special tokens added).
+    #[arg(long)]
+    text: String,
+    /// How many of the highest logits of the last position to print.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Print one JSON object `{"token_ids": [...], "top": [{"id": N, "logit": X}, ...]}`.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
+    let model = args.model.load()?;
+    let ids = model.tokenizer.encode(&args.text, true)?;
+    let logits = generate::last_logits(&model.network, &ids)?;
+    let k = (args.top_k as i64).clamp(1, logits.size()[0]);
+    let (values, indices) = logits.topk(k, -1, true, true);
+    let values = Vec::<f32>::try_from(&values).context("reading logits")?;
+    let indices = Vec::<i64>::try_from(&indices).context("reading token ids")?;
+    if args.json {
+        let top: Vec<_> = indices.iter().zip(&values).map(|(i, v)| serde_json::json!({"id": i, "logit": v})).collect();
+        println!("{}", serde_json::json!({"token_ids": ids, "top": top}));
+    } else {
+        println!("{} tokens: {:?}", ids.len(), ids);
+        for (i, v) in indices.iter().zip(&values) {
+            let piece = model.tokenizer.decode(&[*i as u32], false).unwrap_or_default();
+            println!("{i:>8} {v:>12.5} {piece:?}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The user message.
+    #[arg(long)]
+    prompt: String,
+    /// An optional system message.
+    #[arg(long)]
+    system: Option<String>,
+    /// Use the prompt as raw text instead of applying the chat template.
+    #[arg(long)]
+    raw: bool,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print `{"prompt_ids", "new_ids", "text", "finish_reason"}` as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let model = args.model.load()?;
+    let prompt_ids = if args.raw {
+        model.tokenizer.encode(&args.prompt, true)?
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage { role: "system".into(), content: system.clone() });
+        }
+        messages.push(ChatMessage { role: "user".into(), content: args.prompt.clone() });
+        model.tokenizer.encode_chat(&messages)?
+    };
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        max_new_tokens: args.max_new_tokens,
+        stop_token_ids: model.tokenizer.eos_token_ids(),
+    };
+    let start = std::time::Instant::now();
+    let out = generate::generate(&model.network, &prompt_ids, &params)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let text = model.tokenizer.decode(&out.tokens, true)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"prompt_ids": prompt_ids, "new_ids": out.tokens, "text": text, "finish_reason": out.finish})
+        );
+    } else {
+        println!("{text}");
+        eprintln!("[{} tokens in {:.2}s, {:.1} tokens/s, {:?}]", out.tokens.len(), seconds, out.tokens.len() as f64 / seconds, out.finish);
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `tcomm`: the command-line tool of ThoughtComm-RS.
+mod infer;
+mod models;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tcomm", version, about = "Multi-agent debate with latent thought communication, on libtorch")]
+#[command(long_about = "ThoughtComm-RS: several LLM agents debate math problems and exchange latent thoughts.\n\
+Models are given as a known name (see `tcomm models`), a .gguf file, or a Hugging Face checkpoint folder.\n\
+Set RUST_LOG=debug for detailed logs.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the known models, where they are and whether they are downloaded and intact.
+    Models(models::ModelsArgs),
+    /// Print the top next-token logits of a text (the last position).
+    Logits(infer::LogitsArgs),
+    /// Generate a reply to a prompt, with the model's chat template applied.
+    Generate(infer::GenerateArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Models(args) => models::run(args),
+        Command::Logits(args) => infer::logits(args),
+        Command::Generate(args) => infer::generate(args),
+    };
+    if let Err(err) = result {
+        // One line, the whole chain of causes, no backtrace: users read this as the message.
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

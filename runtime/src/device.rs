@@ -1,0 +1,53 @@
+//! Device and dtype selection: `cpu`, `cuda`, `cuda:N` or `auto`.
+use tch::{Device, Kind};
+
+use crate::error::LoadError;
+
+/// Parses a user's `--device` value. `auto` picks the first CUDA device when libtorch sees one.
+pub fn parse_device(spec: &str) -> Result<Device, LoadError> {
+    let spec = spec.trim().to_ascii_lowercase();
+    match spec.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }),
+        "cuda" | "gpu" => cuda(0),
+        other => match other.strip_prefix("cuda:") {
+            Some(n) => n
+                .parse::<usize>()
+                .map_err(|_| LoadError::Device(format!("bad device '{other}': expected cpu, cuda, cuda:N or auto")))
+                .and_then(cuda),
+            None => Err(LoadError::Device(format!("bad device '{other}': expected cpu, cuda, cuda:N or auto"))),
+        },
+    }
+}
+
+fn cuda(index: usize) -> Result<Device, LoadError> {
+    let count = tch::Cuda::device_count() as usize;
+    if index < count {
+        Ok(Device::Cuda(index))
+    } else if count == 0 {
+        Err(LoadError::Device(format!(
+            "cuda:{index} requested but libtorch sees no CUDA device (is libtorch_cuda linked and a driver present?)"
+        )))
+    } else {
+        Err(LoadError::Device(format!("cuda:{index} requested but only {count} CUDA device(s) exist")))
+    }
+}
+
+/// Compute dtype: f32 on the CPU (exact comparisons with transformers), bf16 on CUDA (speed).
+pub fn default_kind(device: Device) -> Kind {
+    match device {
+        Device::Cpu => Kind::Float,
+        _ => Kind::BFloat16,
+    }
+}
+
+/// Parses `--dtype` (`auto`, `f32`, `bf16`, `f16`).
+pub fn parse_kind(spec: &str, device: Device) -> Result<Kind, LoadError> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(default_kind(device)),
+        "f32" | "float32" => Ok(Kind::Float),
+        "bf16" | "bfloat16" => Ok(Kind::BFloat16),
+        "f16" | "float16" | "half" => Ok(Kind::Half),
+        other => Err(LoadError::Device(format!("bad dtype '{other}': expected auto, f32, bf16 or f16"))),
+    }
+}

@@ -1,0 +1,14 @@
+//! The inference engine of ThoughtComm-RS: model files (GGUF, Hugging Face safetensors
+//! checkpoints), tokenizers and chat templates, the transformer architectures on libtorch, and
+//! generation. The gRPC runtime that hosts agents on top of this engine arrives with issue #5.
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod loader;
+pub mod models;
+pub mod registry;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::LoadError;

@@ -1,0 +1,163 @@
+//! Building blocks shared by every architecture: RMSNorm, rotary embeddings, grouped-query
+//! attention with an optional sliding window, gated MLPs, and the attention mask over padded
+//! batches. Each follows the float operation order of the matching transformers module, so that
+//! f32 results agree to rounding.
+use tch::{Kind, Tensor};
+
+use super::spec::{Activation, NormStyle, RopeScaling, RopeSpec};
+
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+    style: NormStyle,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64, style: NormStyle) -> Self {
+        RmsNorm { weight, eps, style }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let kind = x.kind();
+        let xf = x.to_kind(Kind::Float);
+        let variance = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = &xf * (variance + self.eps).rsqrt();
+        match self.style {
+            NormStyle::Plain => &self.weight * normed.to_kind(kind),
+            NormStyle::GemmaOffset => (normed * (self.weight.to_kind(Kind::Float) + 1.0)).to_kind(kind),
+        }
+    }
+}
+
+/// Precomputed inverse frequencies of one rotary embedding.
+pub struct Rope {
+    inv_freq: Tensor,
+    /// Phi's long-context frequencies and the context length past which they apply.
+    long: Option<(Tensor, i64)>,
+    attention_scaling: f64,
+    rotary_dim: i64,
+}
+
+impl Rope {
+    pub fn new(spec: &RopeSpec, device: tch::Device) -> Self {
+        let dim = spec.rotary_dim;
+        // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), all in f32.
+        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, device)).to_kind(Kind::Float) / dim as f64;
+        let powers = Tensor::pow_scalar(spec.theta, &exponent);
+        let base_inv = powers.reciprocal();
+        let factors = |f: &[f64]| Tensor::from_slice(f).to_kind(Kind::Float).to_device(device);
+        let (inv_freq, long, attention_scaling) = match &spec.scaling {
+            RopeScaling::None => (base_inv, None, 1.0),
+            RopeScaling::Linear { factor } => (base_inv / *factor, None, 1.0),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
+                let old = *original_max_position_embeddings;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                let wavelen = (base_inv.reciprocal()) * (2.0 * std::f64::consts::PI);
+                let scaled = base_inv.where_self(&wavelen.le(low_wavelen), &(&base_inv / *factor));
+                let smooth = ((wavelen.reciprocal() * old) - *low_freq_factor) / (high_freq_factor - low_freq_factor);
+                let smoothed = (smooth.ones_like() - &smooth) * &scaled / *factor + &smooth * &scaled;
+                let medium = wavelen.ge(high_wavelen).logical_and(&wavelen.le(low_wavelen));
+                (smoothed.where_self(&medium, &scaled), None, 1.0)
+            }
+            RopeScaling::LongRope { short_factor, long_factor, original_max_position_embeddings, attention_factor } => {
+                let short = (factors(short_factor) * &powers).reciprocal();
+                let long = (factors(long_factor) * &powers).reciprocal();
+                (short, Some((long, *original_max_position_embeddings)), *attention_factor)
+            }
+        };
+        Rope { inv_freq, long, attention_scaling, rotary_dim: dim }
+    }
+
+    /// Whether extending a sequence whose largest position is `cached_max` to `new_max` switches
+    /// from short to long frequencies, which invalidates cached keys (transformers' phi3
+    /// recomputes the whole cache at that point, and so do we).
+    pub fn switches_regime(&self, cached_max: i64, new_max: i64) -> bool {
+        matches!(&self.long, Some((_, original)) if cached_max < *original && new_max >= *original)
+    }
+
+    /// cos and sin for positions `[B, T]`, shaped `[B, 1, T, rotary_dim]` in `kind`.
+    /// `max_position` is the largest position of the sequence so far (longrope switches on it).
+    pub fn cos_sin(&self, positions: &Tensor, max_position: i64, kind: Kind) -> (Tensor, Tensor) {
+        let inv_freq = match &self.long {
+            Some((long, original)) if max_position + 1 > *original => long,
+            _ => &self.inv_freq,
+        };
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        let (mut cos, mut sin) = (emb.cos(), emb.sin());
+        if self.attention_scaling != 1.0 {
+            cos = cos * self.attention_scaling;
+            sin = sin * self.attention_scaling;
+        }
+        (cos.unsqueeze(1).to_kind(kind), sin.unsqueeze(1).to_kind(kind))
+    }
+
+    /// Rotates the first `rotary_dim` dimensions of `x` `[B, H, T, D]`.
+    pub fn apply(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        let head_dim = x.size()[3];
+        let rotate = |t: &Tensor| {
+            let half = self.rotary_dim / 2;
+            let x1 = t.narrow(-1, 0, half);
+            let x2 = t.narrow(-1, half, half);
+            Tensor::cat(&[x2.neg(), x1], -1)
+        };
+        if self.rotary_dim == head_dim {
+            x * cos + rotate(x) * sin
+        } else {
+            let rot = x.narrow(-1, 0, self.rotary_dim);
+            let pass = x.narrow(-1, self.rotary_dim, head_dim - self.rotary_dim);
+            Tensor::cat(&[&rot * cos + rotate(&rot) * sin, pass], -1)
+        }
+    }
+}
+
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// Gated MLP: `down(act(gate(x)) * up(x))`, with gate and up optionally fused (phi3).
+pub struct Mlp {
+    pub gate: Option<Linear>,
+    pub up: Linear,
+    pub down: Linear,
+    pub activation: Activation,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let (gate, up) = match &self.gate {
+            Some(gate) => (gate.forward(x), self.up.forward(x)),
+            None => {
+                let fused = self.up.forward(x);
+                let parts = fused.chunk(2, -1);
+                (parts[0].shallow_clone(), parts[1].shallow_clone())
+            }
+        };
+        let act = match self.activation {
+            Activation::Silu => gate.silu(),
+            Activation::GeluTanh => gate.gelu("tanh"),
+        };
+        self.down.forward(&(act * up))
+    }
+}
+
+/// Boolean attention mask `[B, 1, T, S]` (true = attend) for queries at `q_pos` `[B, T]` over
+/// keys at `k_pos` `[B, S]`. Position -1 marks padding: padded keys are never attended; padded
+/// queries attend everywhere so that their (discarded) rows stay finite.
+pub fn attention_mask(q_pos: &Tensor, k_pos: &Tensor, window: Option<i64>) -> Tensor {
+    let diff = q_pos.unsqueeze(2) - k_pos.unsqueeze(1);
+    let mut allowed = k_pos.ge(0).unsqueeze(1).logical_and(&diff.ge(0));
+    if let Some(w) = window {
+        // transformers' sliding window: key visible iff q - k < window.
+        allowed = allowed.logical_and(&diff.lt(w));
+    }
+    allowed.logical_or(&q_pos.lt(0).unsqueeze(2)).unsqueeze(1)
+}

@@ -1,0 +1,308 @@
+//! The decoder-only transformer shared by every architecture, built from a `ModelSpec` and a
+//! checkpoint's `Weights`. Weights are immutable; all per-sequence state lives in `KvCache`, so
+//! many agents share one set of weights.
+use tch::{Kind, Tensor};
+
+use super::layers::{attention_mask, Linear, Mlp, RmsNorm, Rope};
+use super::spec::{ModelSpec, NormPlacement, NormStyle};
+use crate::error::LoadError;
+use crate::weights::Weights;
+
+struct Attention {
+    /// Either separate q/k/v projections or phi3's fused `qkv_proj`.
+    q: Linear,
+    k: Option<Linear>,
+    v: Option<Linear>,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+}
+
+struct DecoderLayer {
+    attn: Attention,
+    mlp: Mlp,
+    input_norm: RmsNorm,
+    post_attn_norm: RmsNorm,
+    /// Gemma's extra norms (pre- and post-feedforward); None for the pre-norm architectures.
+    ffw_norms: Option<(RmsNorm, RmsNorm)>,
+    window: Option<i64>,
+    rope_index: usize,
+}
+
+/// Keys and values of every layer for a batch of sequences, plus each cached key's position
+/// (-1 for padding), from which attention masks are derived.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    key_positions: Option<Tensor>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        KvCache { layers: (0..num_layers).map(|_| None).collect(), key_positions: None }
+    }
+
+    /// Number of cached positions (padding included).
+    pub fn len(&self) -> i64 {
+        self.key_positions.as_ref().map_or(0, |p| p.size()[1])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Transformer {
+    spec: ModelSpec,
+    embed: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    ropes: Vec<Rope>,
+}
+
+impl Transformer {
+    pub fn load(spec: ModelSpec, w: &Weights) -> Result<Self, LoadError> {
+        spec.validate().map_err(|message| LoadError::Config { path: w.path().to_path_buf(), message })?;
+        let (h, hd) = (spec.hidden_size, spec.head_dim);
+        let (nh, nkv) = (spec.num_heads, spec.num_kv_heads);
+        let norm = |name: &str, dim: i64| -> Result<RmsNorm, LoadError> {
+            let mut weight = w.get_raw(name, &[dim])?;
+            if spec.norm_style == NormStyle::GemmaOffset && w.is_gguf() {
+                // llama.cpp's converter stores 1 + w; transformers subtracts 1 again on load.
+                weight = weight - 1.0;
+            }
+            Ok(RmsNorm::new(w.place(weight), spec.rms_eps, spec.norm_style))
+        };
+        let linear = |name: &str, out: i64, inp: i64, bias: bool| -> Result<Linear, LoadError> {
+            Ok(Linear {
+                weight: w.get(&format!("{name}.weight"), &[out, inp])?,
+                bias: if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None },
+            })
+        };
+        let embed = w.get("model.embed_tokens.weight", &[spec.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(spec.num_layers as usize);
+        for i in 0..spec.num_layers {
+            let p = format!("model.layers.{i}");
+            let attn = if spec.fused_projections {
+                Attention {
+                    q: linear(&format!("{p}.self_attn.qkv_proj"), (nh + 2 * nkv) * hd, h, spec.qkv_bias)?,
+                    k: None,
+                    v: None,
+                    o: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, false)?,
+                    q_norm: None,
+                    k_norm: None,
+                }
+            } else {
+                let mut q = linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, spec.qkv_bias)?;
+                let mut k = linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, spec.qkv_bias)?;
+                if spec.gguf_permuted_qk && w.is_gguf() {
+                    q.weight = unpermute_rows(&q.weight, nh);
+                    k.weight = unpermute_rows(&k.weight, nkv);
+                }
+                let (q_norm, k_norm) = if spec.qk_norm {
+                    (Some(norm(&format!("{p}.self_attn.q_norm.weight"), hd)?), Some(norm(&format!("{p}.self_attn.k_norm.weight"), hd)?))
+                } else {
+                    (None, None)
+                };
+                Attention {
+                    q,
+                    k: Some(k),
+                    v: Some(linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, spec.qkv_bias)?),
+                    o: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, false)?,
+                    q_norm,
+                    k_norm,
+                }
+            };
+            let inter = spec.intermediate_size;
+            let mlp = if spec.fused_projections {
+                Mlp {
+                    gate: None,
+                    up: linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, false)?,
+                    down: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?,
+                    activation: spec.activation,
+                }
+            } else {
+                Mlp {
+                    gate: Some(linear(&format!("{p}.mlp.gate_proj"), inter, h, false)?),
+                    up: linear(&format!("{p}.mlp.up_proj"), inter, h, false)?,
+                    down: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?,
+                    activation: spec.activation,
+                }
+            };
+            let ffw_norms = match spec.norm_placement {
+                NormPlacement::Pre => None,
+                NormPlacement::Sandwich => Some((
+                    norm(&format!("{p}.pre_feedforward_layernorm.weight"), h)?,
+                    norm(&format!("{p}.post_feedforward_layernorm.weight"), h)?,
+                )),
+            };
+            let window = spec.sliding_windows[i as usize];
+            layers.push(DecoderLayer {
+                attn,
+                mlp,
+                input_norm: norm(&format!("{p}.input_layernorm.weight"), h)?,
+                post_attn_norm: norm(&format!("{p}.post_attention_layernorm.weight"), h)?,
+                ffw_norms,
+                window,
+                rope_index: usize::from(window.is_some() && spec.local_rope.is_some()),
+            });
+        }
+        let lm_head = match w.get_opt("lm_head.weight", &[spec.vocab_size, h])? {
+            Some(head) if !spec.tie_embeddings => head,
+            _ => embed.shallow_clone(),
+        };
+        let mut ropes = vec![Rope::new(&spec.rope, w.device())];
+        if let Some(local) = &spec.local_rope {
+            ropes.push(Rope::new(local, w.device()));
+        }
+        Ok(Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn device(&self) -> tch::Device {
+        self.embed.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.embed.kind()
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// True when positions up to `new_max` cannot reuse keys cached up to `cached_max` (a rope
+    /// with long-context frequencies switches on in between): the caller re-runs the sequence.
+    pub fn cache_invalidated(&self, cached_max: i64, new_max: i64) -> bool {
+        self.ropes.iter().any(|r| r.switches_regime(cached_max, new_max))
+    }
+
+    /// Input embeddings of token ids `[B, T]`, scaled as the architecture requires. Prefix
+    /// embeddings are concatenated to these (in this space) before `forward_embeds`.
+    pub fn embed(&self, ids: &Tensor) -> Tensor {
+        let e = Tensor::embedding(&self.embed, ids, -1, false, false);
+        match self.spec.embed_scale {
+            // transformers multiplies by the scale cast to the weight dtype.
+            Some(scale) => e * Tensor::from(scale).to_kind(self.kind()).to_device(self.device()),
+            None => e,
+        }
+    }
+
+    /// Runs the decoder over `embeds` `[B, T, H]` at `positions` `[B, T]` (-1 = padding),
+    /// appending to `cache`. Returns the final-normed hidden states `[B, T, H]` and the hidden
+    /// states listed in `capture`, in transformers' `output_hidden_states` numbering: 0 is the
+    /// embedding output, l (1..L-1) the output of layer l, L the final-normed output.
+    pub fn forward_embeds(&self, embeds: &Tensor, positions: &Tensor, cache: &mut KvCache, capture: &[usize]) -> (Tensor, Vec<Tensor>) {
+        let k_pos = match &cache.key_positions {
+            Some(prev) => Tensor::cat(&[prev, positions], 1),
+            None => positions.shallow_clone(),
+        };
+        let max_position = k_pos.max().int64_value(&[]);
+        let rope_pos = positions.clamp_min(0);
+        let cos_sin: Vec<(Tensor, Tensor)> = self.ropes.iter().map(|r| r.cos_sin(&rope_pos, max_position, embeds.kind())).collect();
+        let full_mask = attention_mask(positions, &k_pos, None);
+        let num_layers = self.layers.len();
+        let mut captured = Vec::with_capacity(capture.len());
+        let mut x = embeds.shallow_clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if capture.contains(&i) {
+                captured.push((i, x.shallow_clone()));
+            }
+            let windowed;
+            let mask = match layer.window {
+                Some(w) => {
+                    windowed = attention_mask(positions, &k_pos, Some(w));
+                    &windowed
+                }
+                None => &full_mask,
+            };
+            let (cos, sin) = &cos_sin[layer.rope_index];
+            x = self.layer_forward(layer, &x, cos, sin, mask, &self.ropes[layer.rope_index], &mut cache.layers[i]);
+        }
+        let out = self.norm.forward(&x);
+        if capture.contains(&num_layers) {
+            captured.push((num_layers, out.shallow_clone()));
+        }
+        cache.key_positions = Some(k_pos);
+        // Return captures in the order requested.
+        let ordered = capture
+            .iter()
+            .filter_map(|c| captured.iter().find(|(i, _)| i == c).map(|(_, t)| t.shallow_clone()))
+            .collect();
+        (out, ordered)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        rope: &Rope,
+        cache: &mut Option<(Tensor, Tensor)>,
+    ) -> Tensor {
+        let s = &self.spec;
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let h = layer.input_norm.forward(x);
+        let a = &layer.attn;
+        let (q, k, v) = match (&a.k, &a.v) {
+            (Some(k), Some(v)) => (a.q.forward(&h), k.forward(&h), v.forward(&h)),
+            _ => {
+                let qkv = a.q.forward(&h);
+                let sizes = [s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim];
+                let parts = qkv.split_with_sizes(sizes, -1);
+                (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].shallow_clone())
+            }
+        };
+        let heads = |t_: Tensor, n: i64| t_.view([b, t, n, s.head_dim]).transpose(1, 2);
+        let mut q = heads(q, s.num_heads);
+        let mut k = heads(k, s.num_kv_heads);
+        let v = heads(v, s.num_kv_heads);
+        if let (Some(qn), Some(kn)) = (&a.q_norm, &a.k_norm) {
+            q = qn.forward(&q);
+            k = kn.forward(&k);
+        }
+        let q = rope.apply(&q, cos, sin);
+        let k = rope.apply(&k, cos, sin);
+        let (k, v) = match cache.take() {
+            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
+            None => (k, v),
+        };
+        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, Some(s.attn_scale), true);
+        *cache = Some((k, v));
+        let attn = a.o.forward(&attn.transpose(1, 2).reshape([b, t, s.num_heads * s.head_dim]));
+        match &layer.ffw_norms {
+            None => {
+                let x = x + attn;
+                let m = layer.mlp.forward(&layer.post_attn_norm.forward(&x));
+                x + m
+            }
+            Some((pre_ffw, post_ffw)) => {
+                let x = x + layer.post_attn_norm.forward(&attn);
+                let m = layer.mlp.forward(&pre_ffw.forward(&x));
+                &x + post_ffw.forward(&m)
+            }
+        }
+    }
+
+    /// Logits `[.., vocab]` in f32 from final-normed hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        let logits = hidden.linear::<Tensor>(&self.lm_head, None).to_kind(Kind::Float);
+        match self.spec.final_logit_softcap {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
+    }
+}
+
+/// Undoes llama.cpp's q/k row permutation (transformers' `reverse_permute_weights`).
+fn unpermute_rows(w: &Tensor, heads: i64) -> Tensor {
+    let size = w.size();
+    let dim = size[0] / heads / 2;
+    w.reshape([heads, dim, 2, size[1]]).transpose(1, 2).reshape([size[0], size[1]])
+}
