@@ -1,9 +1,10 @@
 //! Token generation for one sequence: greedy or sampled (temperature, top-k, top-p, seed),
 //! stopping on end-of-sequence tokens or a token budget. Batched generation across agents
 //! builds on this in the engine issue (#4).
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tch::{Kind, Tensor};
 
+use crate::engine::{Engine, EngineConfig, SequenceRequest};
 use crate::models::Transformer;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +50,12 @@ pub enum GenerateError {
     ContextOverflow { prompt: usize, max_new: usize, context: i64 },
     #[error("invalid sampling parameter: {0}")]
     BadParameter(String),
+    #[error("invalid prefix: {0}")]
+    BadPrefix(String),
+    #[error("invalid capture request: {0}")]
+    BadCapture(String),
+    #[error("request needs {needed} batch positions but the engine allows {limit} (max_batch_tokens)")]
+    OverBatchBudget { needed: usize, limit: usize },
 }
 
 impl SamplingParams {
@@ -93,39 +100,12 @@ pub fn last_logits(net: &Transformer, ids: &[u32]) -> Result<Tensor, GenerateErr
     Ok(net.logits(&hidden.select(1, -1).squeeze_dim(0)))
 }
 
-/// Generates up to `params.max_new_tokens` tokens after `prompt`, reusing the KV cache.
+/// Generates up to `params.max_new_tokens` tokens after `prompt` (the engine with one sequence).
 pub fn generate(net: &Transformer, prompt: &[u32], params: &SamplingParams) -> Result<Generation, GenerateError> {
-    params.validate()?;
-    validate_prompt(net, prompt, params.max_new_tokens)?;
-    let _guard = tch::no_grad_guard();
-    let device = net.device();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(params.seed);
-    let mut cache = net.new_cache();
-    let mut input = ids_tensor(net, prompt);
-    let mut position = 0i64;
-    let mut tokens = Vec::with_capacity(params.max_new_tokens);
-    while tokens.len() < params.max_new_tokens {
-        let len = input.size()[1];
-        if position > 0 && net.cache_invalidated(position - 1, position + len - 1) {
-            // Start over with the whole sequence so every key uses the new rope frequencies.
-            let all: Vec<u32> = prompt.iter().chain(&tokens).copied().collect();
-            input = ids_tensor(net, &all);
-            cache = net.new_cache();
-            position = 0;
-            continue;
-        }
-        let positions = Tensor::arange_start(position, position + len, (Kind::Int64, device)).unsqueeze(0);
-        let (hidden, _) = net.forward_embeds(&net.embed(&input), &positions, &mut cache, &[]);
-        position += len;
-        let logits = net.logits(&hidden.select(1, -1).squeeze_dim(0));
-        let next = pick_token(&logits, params, &mut rng);
-        tokens.push(next);
-        if params.stop_token_ids.contains(&next) {
-            return Ok(Generation { tokens, finish: FinishReason::Stop });
-        }
-        input = Tensor::from_slice(&[i64::from(next)]).to_device(device).unsqueeze(0);
-    }
-    Ok(Generation { tokens, finish: FinishReason::Length })
+    let mut engine = Engine::new(net, EngineConfig { max_batch_size: 1, max_batch_tokens: usize::MAX });
+    engine.add(SequenceRequest::new(prompt.to_vec(), params.clone()))?;
+    let (_, out) = engine.run_to_completion().pop().ok_or(GenerateError::EmptyPrompt)?;
+    Ok(Generation { tokens: out.tokens, finish: out.finish })
 }
 
 fn ids_tensor(net: &Transformer, ids: &[u32]) -> Tensor {

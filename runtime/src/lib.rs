@@ -2,6 +2,7 @@
 //! checkpoints), tokenizers and chat templates, the transformer architectures on libtorch, and
 //! generation. The gRPC runtime that hosts agents on top of this engine arrives with issue #5.
 pub mod device;
+pub mod engine;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -2,6 +2,7 @@
 //! GGUF file's metadata) to a `ModelSpec`.
 pub mod config;
 pub mod gemma3;
+pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod phi3;
@@ -13,7 +14,8 @@ pub mod transformer;
 use std::path::Path;
 
 pub use spec::ModelSpec;
-pub use transformer::{KvCache, Transformer};
+pub use kv_cache::KvCache;
+pub use transformer::Transformer;
 
 use crate::error::LoadError;
 use crate::gguf::GgufFile;

@@ -3,6 +3,7 @@
 //! many agents share one set of weights.
 use tch::{Kind, Tensor};
 
+use super::kv_cache::KvCache;
 use super::layers::{attention_mask, Linear, Mlp, RmsNorm, Rope};
 use super::spec::{ModelSpec, NormPlacement, NormStyle};
 use crate::error::LoadError;
@@ -27,28 +28,6 @@ struct DecoderLayer {
     ffw_norms: Option<(RmsNorm, RmsNorm)>,
     window: Option<i64>,
     rope_index: usize,
-}
-
-/// Keys and values of every layer for a batch of sequences, plus each cached key's position
-/// (-1 for padding), from which attention masks are derived.
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    key_positions: Option<Tensor>,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        KvCache { layers: (0..num_layers).map(|_| None).collect(), key_positions: None }
-    }
-
-    /// Number of cached positions (padding included).
-    pub fn len(&self) -> i64 {
-        self.key_positions.as_ref().map_or(0, |p| p.size()[1])
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 pub struct Transformer {
@@ -196,10 +175,7 @@ impl Transformer {
     /// states listed in `capture`, in transformers' `output_hidden_states` numbering: 0 is the
     /// embedding output, l (1..L-1) the output of layer l, L the final-normed output.
     pub fn forward_embeds(&self, embeds: &Tensor, positions: &Tensor, cache: &mut KvCache, capture: &[usize]) -> (Tensor, Vec<Tensor>) {
-        let k_pos = match &cache.key_positions {
-            Some(prev) => Tensor::cat(&[prev, positions], 1),
-            None => positions.shallow_clone(),
-        };
+        let k_pos = cache.extend_positions(positions);
         let max_position = k_pos.max().int64_value(&[]);
         let rope_pos = positions.clamp_min(0);
         let cos_sin: Vec<(Tensor, Tensor)> = self.ropes.iter().map(|r| r.cos_sin(&rope_pos, max_position, embeds.kind())).collect();
@@ -220,13 +196,13 @@ impl Transformer {
                 None => &full_mask,
             };
             let (cos, sin) = &cos_sin[layer.rope_index];
-            x = self.layer_forward(layer, &x, cos, sin, mask, &self.ropes[layer.rope_index], &mut cache.layers[i]);
+            x = self.layer_forward(layer, &x, cos, sin, mask, &self.ropes[layer.rope_index], cache.layer_mut(i));
         }
         let out = self.norm.forward(&x);
         if capture.contains(&num_layers) {
             captured.push((num_layers, out.shallow_clone()));
         }
-        cache.key_positions = Some(k_pos);
+        cache.set_positions(k_pos);
         // Return captures in the order requested.
         let ordered = capture
             .iter()

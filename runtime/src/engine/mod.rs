@@ -1,0 +1,341 @@
+//! Continuous batching: many sequences of different lengths decode together, one token each
+//! per step, sharing one padded KV cache. Sequences join between steps (after a prefill of
+//! their own) and leave as soon as they finish or are cancelled. Every sequence samples with its
+//! own seeded generator, so its tokens do not depend on what else is in the batch.
+mod request;
+mod state;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use tch::{Kind, Tensor};
+
+pub use request::{CapturePoint, CaptureSpec, CapturedStates, Prefix, SequenceOutput, SequenceRequest};
+use state::Active;
+
+use crate::generate::{pick_token, validate_prompt, FinishReason, GenerateError};
+use crate::models::{KvCache, Transformer};
+
+pub type SeqId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most sequences decoded in one step.
+    pub max_batch_size: usize,
+    /// Most positions (prefix + prompt + max new tokens, summed over running sequences) the
+    /// batch may hold; bounds KV-cache memory. A single larger request is refused.
+    pub max_batch_tokens: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_batch_size: 32, max_batch_tokens: 65_536 }
+    }
+}
+
+pub enum EngineEvent {
+    Token { id: SeqId, token: u32 },
+    Finished { id: SeqId, output: SequenceOutput },
+}
+
+pub struct Engine<'a> {
+    net: &'a Transformer,
+    config: EngineConfig,
+    waiting: VecDeque<(SeqId, SequenceRequest, Instant)>,
+    active: Vec<Active>,
+    /// Rows in the order of `active`.
+    cache: KvCache,
+    next_id: SeqId,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(net: &'a Transformer, config: EngineConfig) -> Self {
+        let cache = net.new_cache();
+        Engine { net, config, waiting: VecDeque::new(), active: Vec::new(), cache, next_id: 0 }
+    }
+
+    pub fn network(&self) -> &Transformer {
+        self.net
+    }
+
+    /// Everything that can be wrong with a request, checked before it is queued.
+    pub fn validate(&self, req: &SequenceRequest) -> Result<(), GenerateError> {
+        req.params.validate()?;
+        let prefix_len = req.prefix.as_ref().map_or(0, |p| p.len() as usize);
+        validate_prompt(self.net, &req.prompt, req.params.max_new_tokens + prefix_len)?;
+        if req.params.max_new_tokens == 0 {
+            return Err(GenerateError::BadParameter("max_new_tokens must be at least 1".into()));
+        }
+        if let Some(prefix) = &req.prefix {
+            prefix.validate(self.net)?;
+        }
+        if let Some(capture) = &req.capture {
+            let max = self.net.spec().num_layers as usize;
+            if let Some(l) = capture.layers.iter().find(|&&l| l > max) {
+                return Err(GenerateError::BadCapture(format!("layer {l} does not exist (0..={max})")));
+            }
+            if capture.layers.is_empty() || capture.points.is_empty() {
+                return Err(GenerateError::BadCapture("at least one layer and one point are needed".into()));
+            }
+        }
+        let needed = req.reserved_positions();
+        if needed > self.config.max_batch_tokens {
+            return Err(GenerateError::OverBatchBudget { needed, limit: self.config.max_batch_tokens });
+        }
+        Ok(())
+    }
+
+    pub fn add(&mut self, req: SequenceRequest) -> Result<SeqId, GenerateError> {
+        self.validate(&req)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting.push_back((id, req, Instant::now()));
+        Ok(id)
+    }
+
+    /// Drops a waiting or running sequence; its cache rows are freed at once.
+    pub fn cancel(&mut self, id: SeqId) -> bool {
+        if let Some(i) = self.waiting.iter().position(|(w, _, _)| *w == id) {
+            self.waiting.remove(i);
+            return true;
+        }
+        match self.active.iter().position(|a| a.id == id) {
+            Some(i) => {
+                self.remove_rows(&[i]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.active.is_empty()
+    }
+
+    pub fn num_active(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Admits waiting sequences that fit, then decodes one token for every running sequence.
+    pub fn step(&mut self) -> Vec<EngineEvent> {
+        let _guard = tch::no_grad_guard();
+        let mut events = Vec::new();
+        self.admit(&mut events);
+        self.recompute_invalidated(&mut events);
+        if !self.active.is_empty() {
+            self.decode(&mut events);
+        }
+        events
+    }
+
+    /// Runs until every queued sequence finished; outputs in completion order.
+    pub fn run_to_completion(&mut self) -> Vec<(SeqId, SequenceOutput)> {
+        let mut done = Vec::new();
+        while self.has_work() {
+            for event in self.step() {
+                if let EngineEvent::Finished { id, output } = event {
+                    done.push((id, output));
+                }
+            }
+        }
+        done
+    }
+
+    fn reserved(&self) -> usize {
+        self.active.iter().map(|a| a.reserved).sum()
+    }
+
+    fn admit(&mut self, events: &mut Vec<EngineEvent>) {
+        let mut joined = Vec::new();
+        while let Some((_, req, _)) = self.waiting.front() {
+            let fits_tokens = self.reserved() + req.reserved_positions() <= self.config.max_batch_tokens;
+            if self.active.len() >= self.config.max_batch_size || !fits_tokens {
+                break;
+            }
+            let Some((id, req, queued_at)) = self.waiting.pop_front() else { break };
+            let prefix_len = req.prefix.as_ref().map_or(0, Prefix::len);
+            let mut active = Active {
+                id,
+                reserved: req.reserved_positions(),
+                rng: rand::rngs::StdRng::seed_from_u64(req.params.seed),
+                next_position: prefix_len + req.prompt.len() as i64,
+                prompt_len: req.prompt.len(),
+                tokens: Vec::new(),
+                captures: state::Captures::new(req.capture.clone()),
+                started: queued_at,
+                first_token: None,
+                request: req,
+            };
+            let layers = active.captures.layers();
+            let (cache, logits, states) = self.prefill(&active, &active.request.prompt, &layers);
+            active.captures.record_prompt(&states);
+            self.push_token(&mut active, &logits, events);
+            if active.is_finished() {
+                self.finish_alone(active, cache, events);
+            } else {
+                joined.push((active, cache));
+            }
+        }
+        if !joined.is_empty() {
+            let mut caches = vec![std::mem::replace(&mut self.cache, self.net.new_cache())];
+            for (active, cache) in joined {
+                self.active.push(active);
+                caches.push(cache);
+            }
+            caches.retain(|c| !c.is_empty());
+            self.cache = KvCache::merge(caches);
+        }
+    }
+
+    /// Runs `tokens` after the sequence's prefix from scratch; returns its cache, the logits
+    /// of the last position and the requested states there.
+    fn prefill(&self, a: &Active, tokens: &[u32], layers: &[usize]) -> (KvCache, Tensor, Vec<Tensor>) {
+        let net = self.net;
+        let device = net.device();
+        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let mut embeds = net.embed(&Tensor::from_slice(&ids).to_device(device).unsqueeze(0));
+        let (mut cache, start) = match &a.request.prefix {
+            Some(Prefix::Embeddings(p)) => {
+                embeds = Tensor::cat(&[p.to_device(device).to_kind(net.kind()).unsqueeze(0), embeds], 1);
+                (net.new_cache(), 0)
+            }
+            Some(Prefix::KeyValues(kv)) => {
+                let kv = kv
+                    .iter()
+                    .map(|(k, v)| (k.to_device(device).to_kind(net.kind()).unsqueeze(0), v.to_device(device).to_kind(net.kind()).unsqueeze(0)))
+                    .collect();
+                (KvCache::with_prefix(kv), a.request.prefix.as_ref().map_or(0, Prefix::len))
+            }
+            None => (net.new_cache(), 0),
+        };
+        let len = embeds.size()[1];
+        let positions = Tensor::arange_start(start, start + len, (Kind::Int64, device)).unsqueeze(0);
+        let (hidden, states) = net.forward_embeds(&embeds, &positions, &mut cache, layers);
+        let last = |t: &Tensor| t.select(1, -1).squeeze_dim(0);
+        let logits = net.logits(&last(&hidden));
+        (cache, logits, states.iter().map(last).collect())
+    }
+
+    /// Samples the next token of `a` from its logits `[vocab]` and reports it.
+    fn push_token(&self, a: &mut Active, logits: &Tensor, events: &mut Vec<EngineEvent>) {
+        let token = pick_token(logits, &a.request.params, &mut a.rng);
+        a.accept(token);
+        events.push(EngineEvent::Token { id: a.id, token });
+    }
+
+    /// Phi3-style ropes change frequencies past the original context: such a sequence leaves
+    /// the batch, is recomputed from scratch (which also yields its next token) and rejoins.
+    fn recompute_invalidated(&mut self, events: &mut Vec<EngineEvent>) {
+        let rows: Vec<usize> = (0..self.active.len())
+            .filter(|&i| {
+                let p = self.active[i].next_position;
+                self.net.cache_invalidated(p - 1, p)
+            })
+            .collect();
+        for i in rows.into_iter().rev() {
+            let mut a = self.take_row(i);
+            let all: Vec<u32> = a.request.prompt.iter().chain(&a.tokens).copied().collect();
+            let layers = a.captures.generated_layers();
+            let (cache, logits, states) = self.prefill(&a, &all, &layers);
+            a.captures.record_generated(&states);
+            a.next_position += 1;
+            self.push_token(&mut a, &logits, events);
+            if a.is_finished() {
+                self.finish_alone(a, cache, events);
+            } else {
+                self.active.push(a);
+                let batch = std::mem::replace(&mut self.cache, self.net.new_cache());
+                let mut caches = vec![batch, cache];
+                caches.retain(|c| !c.is_empty());
+                self.cache = KvCache::merge(caches);
+            }
+        }
+    }
+
+    fn decode(&mut self, events: &mut Vec<EngineEvent>) {
+        let net = self.net;
+        let device = net.device();
+        let b = self.active.len() as i64;
+        let ids: Vec<i64> = self.active.iter().map(|a| a.pending_token()).collect();
+        let pos: Vec<i64> = self.active.iter().map(|a| a.next_position).collect();
+        let layers = state::union_of_generated_layers(self.active.iter());
+        let ids = Tensor::from_slice(&ids).to_device(device).view([b, 1]);
+        let positions = Tensor::from_slice(&pos).to_device(device).view([b, 1]);
+        let (hidden, states) = net.forward_embeds(&net.embed(&ids), &positions, &mut self.cache, &layers);
+        let logits = net.logits(&hidden.squeeze_dim(1));
+        let mut finished = Vec::new();
+        for (i, a) in self.active.iter_mut().enumerate() {
+            a.captures.record_generated_row(&layers, &states, i as i64);
+            a.next_position += 1;
+            let token = pick_token(&logits.get(i as i64), &a.request.params, &mut a.rng);
+            a.accept(token);
+            events.push(EngineEvent::Token { id: a.id, token });
+            if a.is_finished() {
+                finished.push(i);
+            }
+        }
+        if finished.is_empty() {
+            return;
+        }
+        // Sequences that want the state of their final token get one more (batched) step.
+        let wants: Vec<usize> = finished.iter().copied().filter(|&i| self.active[i].captures.wants_final_state()).collect();
+        if !wants.is_empty() {
+            let rows: Vec<i64> = wants.iter().map(|&i| i as i64).collect();
+            let mut cache = self.cache.select(&rows);
+            let mut picked: Vec<&mut Active> = Vec::new();
+            for (i, a) in self.active.iter_mut().enumerate() {
+                if wants.contains(&i) {
+                    picked.push(a);
+                }
+            }
+            state::feed_final_tokens(net, &mut cache, &mut picked);
+        }
+        let outputs: Vec<Active> = self.remove_rows(&finished);
+        for a in outputs {
+            events.push(EngineEvent::Finished { id: a.id, output: a.into_output() });
+        }
+    }
+
+    fn finish_alone(&self, mut a: Active, mut cache: KvCache, events: &mut Vec<EngineEvent>) {
+        if a.captures.wants_final_state() {
+            state::feed_final_tokens(self.net, &mut cache, &mut [&mut a]);
+        }
+        events.push(EngineEvent::Finished { id: a.id, output: a.into_output() });
+    }
+
+    fn take_row(&mut self, i: usize) -> Active {
+        self.remove_rows(&[i]).pop().expect("row exists")
+    }
+
+    /// Removes rows `rows` (ascending) from the batch and returns their sequences.
+    fn remove_rows(&mut self, rows: &[usize]) -> Vec<Active> {
+        let keep: Vec<i64> = (0..self.active.len()).filter(|i| !rows.contains(i)).map(|i| i as i64).collect();
+        self.cache = if keep.is_empty() { self.net.new_cache() } else { self.cache.select(&keep) };
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for (i, a) in std::mem::take(&mut self.active).into_iter().enumerate() {
+            if rows.contains(&i) {
+                removed.push(a);
+            } else {
+                kept.push(a);
+            }
+        }
+        self.active = kept;
+        removed
+    }
+}
+
+impl FinishReason {
+    fn of(tokens: &[u32], params: &crate::generate::SamplingParams) -> Option<FinishReason> {
+        match tokens.last() {
+            Some(t) if params.stop_token_ids.contains(t) => Some(FinishReason::Stop),
+            _ if tokens.len() >= params.max_new_tokens => Some(FinishReason::Length),
+            _ => None,
+        }
+    }
+}
