@@ -2,6 +2,7 @@
 //! transformers and for trying a model.
 use anyhow::Context;
 use clap::Args;
+use runtime::engine::{Engine, EngineConfig, SequenceRequest};
 use runtime::generate::{self, SamplingParams};
 use runtime::loader::{self, Model};
 use runtime::tokenizer::ChatMessage;
@@ -87,6 +88,9 @@ pub struct GenerateArgs {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Stop once the reply contains this text (repeatable); the text is cut before it.
+    #[arg(long = "stop")]
+    stop_strings: Vec<String>,
     /// Print `{"prompt_ids", "new_ids", "text", "finish_reason"}` as JSON.
     #[arg(long)]
     json: bool,
@@ -111,11 +115,17 @@ pub fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         stop_token_ids: model.tokenizer.eos_token_ids(),
+        stop_strings: args.stop_strings.clone(),
     };
     let start = std::time::Instant::now();
-    let out = generate::generate(&model.network, &prompt_ids, &params)?;
+    let mut engine = Engine::new(&model.network, EngineConfig::default()).with_tokenizer(&model.tokenizer);
+    engine.add(SequenceRequest::new(prompt_ids.clone(), params))?;
+    let (_, out) = engine.run_to_completion().pop().context("the engine returned no result")?;
     let seconds = start.elapsed().as_secs_f64();
-    let text = model.tokenizer.decode(&out.tokens, true)?;
+    let mut text = model.tokenizer.decode(&out.tokens, true)?;
+    if let Some(cut) = args.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min() {
+        text.truncate(cut);
+    }
     if args.json {
         println!(
             "{}",

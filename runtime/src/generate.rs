@@ -19,11 +19,22 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Generation ends after emitting one of these (the token is kept in the output).
     pub stop_token_ids: Vec<u32>,
+    /// Generation ends once the decoded text contains one of these (the tokens that complete
+    /// it are kept; callers cut the text). Needs an engine with a tokenizer.
+    pub stop_strings: Vec<String>,
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0, max_new_tokens: 256, stop_token_ids: Vec::new() }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            max_new_tokens: 256,
+            stop_token_ids: Vec::new(),
+            stop_strings: Vec::new(),
+        }
     }
 }
 
@@ -62,6 +73,9 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<(), GenerateError> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(GenerateError::BadParameter(format!("temperature must be >= 0, got {}", self.temperature)));
+        }
+        if self.stop_strings.iter().any(String::is_empty) {
+            return Err(GenerateError::BadParameter("stop strings must not be empty".into()));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(GenerateError::BadParameter(format!("top_p must be in (0, 1], got {}", self.top_p)));

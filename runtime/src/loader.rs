@@ -58,7 +58,15 @@ pub fn load(arg: &str, device: Device, kind: Kind) -> Result<Model, LoadError> {
         ModelLocation::Gguf(path) => {
             let file = GgufFile::open(&path)?;
             let spec = models::spec_from_gguf(&file)?;
-            let tokenizer = TextTokenizer::from_gguf(&file)?;
+            let mut tokenizer = TextTokenizer::from_gguf(&file)?;
+            if tokenizer.chat_template().is_none() {
+                if let Some(template) = builtin_chat_template(&spec.architecture) {
+                    // Like llama.cpp's built-in templates: base-model GGUFs (gemma-3-270m) ship
+                    // none, and debates need one.
+                    tracing::warn!(model = arg, "the GGUF has no chat template; using the built-in {} template", spec.architecture);
+                    tokenizer.set_chat_template(Some(template.to_string()));
+                }
+            }
             let mut weights = Weights::from_gguf(file, device, kind);
             if spec.architecture == "gemma3_text" {
                 weights = weights.with_gguf_renames(&[("post_attention_layernorm", "post_attention_norm")]);
@@ -83,6 +91,14 @@ pub fn load(arg: &str, device: Device, kind: Kind) -> Result<Model, LoadError> {
         "model loaded"
     );
     Ok(Model { name: arg.to_string(), source, network, tokenizer })
+}
+
+/// The official template of an architecture, for GGUF files that carry none.
+pub fn builtin_chat_template(architecture: &str) -> Option<&'static str> {
+    match architecture {
+        "gemma3_text" => Some(include_str!("tokenizer/gemma3_chat_template.jinja")),
+        _ => None,
+    }
 }
 
 /// Loads only the network of a checkpoint folder (no tokenizer), as the golden tests need.

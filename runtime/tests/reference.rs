@@ -1,6 +1,7 @@
 //! The three real GGUF models against transformers' outputs recorded by
 //! `scripts/make_reference_outputs.py` (float32): identical token ids, the same top-10 ids in
-//! the same order, logits within 1e-3, and greedy generation token for token.
+//! the same order, logits within 1e-3, chat-template prompt ids, and greedy generation token
+//! for token.
 //! Needs the models from `scripts/setup`; fails (never skips) without them.
 use std::path::PathBuf;
 
@@ -32,6 +33,7 @@ struct Top {
 
 #[derive(Deserialize)]
 struct GenerateCase {
+    messages: Vec<runtime::tokenizer::ChatMessage>,
     prompt_ids: Vec<u32>,
     eos_token_ids: Vec<u32>,
     max_new_tokens: usize,
@@ -61,6 +63,9 @@ fn check_model(name: &str) {
         }
     }
     for case in &reference.generate {
+        // The chat template (gemma3's built-in one where the GGUF has none) gives the same ids.
+        let prompt = model.tokenizer.encode_chat(&case.messages).expect("chat template");
+        assert_eq!(prompt, case.prompt_ids, "{name}: chat prompt ids");
         let params = SamplingParams {
             max_new_tokens: case.max_new_tokens,
             stop_token_ids: case.eos_token_ids.clone(),

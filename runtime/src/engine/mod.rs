@@ -16,6 +16,7 @@ use state::Active;
 
 use crate::generate::{pick_token, validate_prompt, FinishReason, GenerateError};
 use crate::models::{KvCache, Transformer};
+use crate::tokenizer::TextTokenizer;
 
 pub type SeqId = u64;
 
@@ -41,6 +42,8 @@ pub enum EngineEvent {
 
 pub struct Engine<'a> {
     net: &'a Transformer,
+    /// Needed only for stop strings.
+    tokenizer: Option<&'a TextTokenizer>,
     config: EngineConfig,
     waiting: VecDeque<(SeqId, SequenceRequest, Instant)>,
     active: Vec<Active>,
@@ -52,7 +55,13 @@ pub struct Engine<'a> {
 impl<'a> Engine<'a> {
     pub fn new(net: &'a Transformer, config: EngineConfig) -> Self {
         let cache = net.new_cache();
-        Engine { net, config, waiting: VecDeque::new(), active: Vec::new(), cache, next_id: 0 }
+        Engine { net, tokenizer: None, config, waiting: VecDeque::new(), active: Vec::new(), cache, next_id: 0 }
+    }
+
+    /// Lets requests use stop strings (matched on decoded text).
+    pub fn with_tokenizer(mut self, tokenizer: &'a TextTokenizer) -> Self {
+        self.tokenizer = Some(tokenizer);
+        self
     }
 
     pub fn network(&self) -> &Transformer {
@@ -64,6 +73,9 @@ impl<'a> Engine<'a> {
         req.params.validate()?;
         let prefix_len = req.prefix.as_ref().map_or(0, |p| p.len() as usize);
         validate_prompt(self.net, &req.prompt, req.params.max_new_tokens + prefix_len)?;
+        if !req.params.stop_strings.is_empty() && self.tokenizer.is_none() {
+            return Err(GenerateError::BadParameter("stop strings need an engine with a tokenizer".into()));
+        }
         if req.params.max_new_tokens == 0 {
             return Err(GenerateError::BadParameter("max_new_tokens must be at least 1".into()));
         }
@@ -166,6 +178,7 @@ impl<'a> Engine<'a> {
                 next_position: prefix_len + req.prompt.len() as i64,
                 prompt_len: req.prompt.len(),
                 tokens: Vec::new(),
+                stop_string_hit: false,
                 captures: state::Captures::new(req.capture.clone()),
                 started: queued_at,
                 first_token: None,
@@ -224,7 +237,14 @@ impl<'a> Engine<'a> {
     /// Samples the next token of `a` from its logits `[vocab]` and reports it.
     fn push_token(&self, a: &mut Active, logits: &Tensor, events: &mut Vec<EngineEvent>) {
         let token = pick_token(logits, &a.request.params, &mut a.rng);
+        self.accept(a, token, events);
+    }
+
+    fn accept(&self, a: &mut Active, token: u32, events: &mut Vec<EngineEvent>) {
         a.accept(token);
+        if let Some(tokenizer) = self.tokenizer {
+            a.check_stop_strings(tokenizer);
+        }
         events.push(EngineEvent::Token { id: a.id, token });
     }
 
@@ -269,16 +289,16 @@ impl<'a> Engine<'a> {
         let (hidden, states) = net.forward_embeds(&net.embed(&ids), &positions, &mut self.cache, &layers);
         let logits = net.logits(&hidden.squeeze_dim(1));
         let mut finished = Vec::new();
-        for (i, a) in self.active.iter_mut().enumerate() {
+        let mut active = std::mem::take(&mut self.active);
+        for (i, a) in active.iter_mut().enumerate() {
             a.captures.record_generated_row(&layers, &states, i as i64);
             a.next_position += 1;
-            let token = pick_token(&logits.get(i as i64), &a.request.params, &mut a.rng);
-            a.accept(token);
-            events.push(EngineEvent::Token { id: a.id, token });
+            self.push_token(a, &logits.get(i as i64), events);
             if a.is_finished() {
                 finished.push(i);
             }
         }
+        self.active = active;
         if finished.is_empty() {
             return;
         }

@@ -8,6 +8,7 @@ use tch::{Kind, Tensor};
 use super::request::{CapturePoint, CaptureSpec, SequenceOutput, SequenceRequest};
 use crate::generate::FinishReason;
 use crate::models::{KvCache, Transformer};
+use crate::tokenizer::TextTokenizer;
 
 pub(super) struct Active {
     pub id: u64,
@@ -18,6 +19,8 @@ pub(super) struct Active {
     pub next_position: i64,
     pub prompt_len: usize,
     pub tokens: Vec<u32>,
+    /// Set when the decoded text reached one of the request's stop strings.
+    pub stop_string_hit: bool,
     pub captures: Captures,
     pub started: Instant,
     pub first_token: Option<Duration>,
@@ -36,12 +39,35 @@ impl Active {
     }
 
     pub fn is_finished(&self) -> bool {
-        FinishReason::of(&self.tokens, &self.request.params).is_some()
+        self.stop_string_hit || FinishReason::of(&self.tokens, &self.request.params).is_some()
+    }
+
+    /// Whether the last token completed one of the stop strings. Only the tail of the text is
+    /// decoded, and a match must end inside the last token's piece, so each check is O(1).
+    pub fn check_stop_strings(&mut self, tokenizer: &TextTokenizer) {
+        let stops = &self.request.params.stop_strings;
+        if stops.is_empty() || self.tokens.is_empty() {
+            return;
+        }
+        let longest = stops.iter().map(|s| s.len()).max().unwrap_or(0);
+        let tail = &self.tokens[self.tokens.len().saturating_sub(longest + 8)..];
+        let (Ok(before), Ok(now)) = (tokenizer.decode(&tail[..tail.len() - 1], false), tokenizer.decode(tail, false)) else {
+            return;
+        };
+        // Bytes of `now` that the last token added (decoding can merge across token edges).
+        let common = before.bytes().zip(now.bytes()).take_while(|(a, b)| a == b).count();
+        self.stop_string_hit = stops.iter().any(|stop| {
+            now.match_indices(stop.as_str()).any(|(at, m)| at + m.len() > common)
+        });
     }
 
     pub fn into_output(self) -> SequenceOutput {
         SequenceOutput {
-            finish: FinishReason::of(&self.tokens, &self.request.params).unwrap_or(FinishReason::Length),
+            finish: if self.stop_string_hit {
+                FinishReason::Stop
+            } else {
+                FinishReason::of(&self.tokens, &self.request.params).unwrap_or(FinishReason::Length)
+            },
             prompt_tokens: self.prompt_len,
             hidden_states: self.captures.finish(),
             time_to_first_token: self.first_token.unwrap_or_default(),
