@@ -165,8 +165,11 @@ impl<'a> Engine<'a> {
     fn admit(&mut self, events: &mut Vec<EngineEvent>) {
         let mut joined = Vec::new();
         while let Some((_, req, _)) = self.waiting.front() {
-            let fits_tokens = self.reserved() + req.reserved_positions() <= self.config.max_batch_tokens;
-            if self.active.len() >= self.config.max_batch_size || !fits_tokens {
+            // Sequences admitted earlier in this loop are in `joined`, not yet in `active`: they
+            // count against both limits too (without this, one step admitted the whole queue).
+            let joined_reserved: usize = joined.iter().map(|(a, _): &(Active, KvCache)| a.reserved).sum();
+            let fits_tokens = self.reserved() + joined_reserved + req.reserved_positions() <= self.config.max_batch_tokens;
+            if self.active.len() + joined.len() >= self.config.max_batch_size || !fits_tokens {
                 break;
             }
             let Some((id, req, queued_at)) = self.waiting.pop_front() else { break };

@@ -16,9 +16,11 @@ pub enum Prefix {
 
 impl Prefix {
     pub fn len(&self) -> i64 {
+        // `get`, not indexing: `Engine::validate` calls this before `validate` has checked the
+        // shapes, and a 0-d embedding tensor or a 1-d key tensor must be refused, not panic.
         match self {
-            Prefix::Embeddings(e) => e.size()[0],
-            Prefix::KeyValues(kv) => kv.first().map_or(0, |(k, _)| k.size()[1]),
+            Prefix::Embeddings(e) => e.size().first().copied().unwrap_or(0),
+            Prefix::KeyValues(kv) => kv.first().and_then(|(k, _)| k.size().get(1).copied()).unwrap_or(0),
         }
     }
 

@@ -53,6 +53,12 @@ impl KvCache {
         &mut self.layers[i]
     }
 
+    /// Keys and values `[B, kv_heads, len, head_dim]` cached for layer `i` (rope already applied
+    /// to the keys), e.g. to reuse them as a `Prefix::KeyValues`. None before the first forward.
+    pub fn layer(&self, i: usize) -> Option<&(Tensor, Tensor)> {
+        self.layers.get(i).and_then(Option::as_ref)
+    }
+
     /// The largest cached position of each row `[B]` (-1 for an empty row).
     pub fn max_positions(&self) -> Option<Tensor> {
         self.key_positions.as_ref().map(|p| p.amax(1, false))

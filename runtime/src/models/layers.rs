@@ -83,6 +83,25 @@ impl Rope {
             Some((long, original)) if max_position + 1 > *original => long,
             _ => &self.inv_freq,
         };
+        self.cos_sin_with(positions, inv_freq, kind)
+    }
+
+    /// As `cos_sin`, but each row of a batch picks short or long frequencies from its own
+    /// largest position, `max_positions` `[B]`: in a continuous batch, a row that has not reached
+    /// the original context must not get long frequencies because another row has (its solo run
+    /// would not, and its cached keys were rotated with short ones).
+    pub fn cos_sin_rows(&self, positions: &Tensor, max_positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        match &self.long {
+            Some((long, original)) => {
+                let use_long = max_positions.ge(*original).view([-1, 1, 1]);
+                self.cos_sin_with(positions, &long.where_self(&use_long, &self.inv_freq), kind)
+            }
+            None => self.cos_sin_with(positions, &self.inv_freq, kind),
+        }
+    }
+
+    /// `inv_freq`: `[rotary_dim / 2]`, or `[B, 1, rotary_dim / 2]` per row.
+    fn cos_sin_with(&self, positions: &Tensor, inv_freq: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
         let (mut cos, mut sin) = (emb.cos(), emb.sin());

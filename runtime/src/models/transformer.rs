@@ -176,9 +176,10 @@ impl Transformer {
     /// embedding output, l (1..L-1) the output of layer l, L the final-normed output.
     pub fn forward_embeds(&self, embeds: &Tensor, positions: &Tensor, cache: &mut KvCache, capture: &[usize]) -> (Tensor, Vec<Tensor>) {
         let k_pos = cache.extend_positions(positions);
-        let max_position = k_pos.max().int64_value(&[]);
+        // Per row, not over the whole batch: longrope's short/long switch is per sequence.
+        let max_positions = k_pos.amax(1, false);
         let rope_pos = positions.clamp_min(0);
-        let cos_sin: Vec<(Tensor, Tensor)> = self.ropes.iter().map(|r| r.cos_sin(&rope_pos, max_position, embeds.kind())).collect();
+        let cos_sin: Vec<(Tensor, Tensor)> = self.ropes.iter().map(|r| r.cos_sin_rows(&rope_pos, &max_positions, embeds.kind())).collect();
         let full_mask = attention_mask(positions, &k_pos, None);
         let num_layers = self.layers.len();
         let mut captured = Vec::with_capacity(capture.len());
