@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod loader;
 pub mod models;
 pub mod registry;
+pub mod server;
 pub mod tokenizer;
 pub mod weights;
 
