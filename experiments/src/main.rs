@@ -1,6 +1,12 @@
 //! `tcomm`: the command-line tool of ThoughtComm-RS.
+mod bench;
+mod debate;
+mod identifiability;
 mod infer;
+mod inprocess;
 mod models;
+mod report;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +28,16 @@ enum Command {
     Logits(infer::LogitsArgs),
     /// Generate a reply to a prompt, with the model's chat template applied.
     Generate(infer::GenerateArgs),
+    /// The synthetic identifiability benchmark of the thought autoencoder
+    Identifiability(identifiability::Args),
+    /// Run the gRPC runtime that hosts agents
+    Serve(serve::ServeArgs),
+    /// Run a debate mode (single, self-consistency, text) on GSM8K, MATH or your JSONL.
+    Debate(debate::DebateArgs),
+    /// Compare runs: markdown table with intervals and paired tests, plots per round.
+    Report(report::ReportArgs),
+    /// Benchmarks: decode speed against transformers (and llama.cpp)
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
@@ -36,6 +52,11 @@ fn main() {
         Command::Models(args) => models::run(args),
         Command::Logits(args) => infer::logits(args),
         Command::Generate(args) => infer::generate(args),
+        Command::Identifiability(args) => identifiability::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Debate(args) => debate::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(err) = result {
         // One line, the whole chain of causes, no backtrace: users read this as the message.

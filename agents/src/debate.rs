@@ -1,0 +1,237 @@
+//! Debate modes over the runtime: `single` (one agent, one answer), `self-consistency` (N
+//! independent samples, majority vote) and `text` debate (Du et al. 2023: N agents answer alone,
+//! then in each later round every agent sees the others' latest responses and answers again; the
+//! final answer is the majority of the last round). All agents of a round are sent at once so the
+//! runtime batches them; several problems run concurrently for fuller batches.
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use proto::v1;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::answer::{self, Grader};
+use proto::client::RuntimeClient;
+use crate::dataset::Problem;
+use crate::metrics;
+use crate::prompts;
+use crate::results::{AgentTurn, ProblemResult};
+use crate::states::RoundStates;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Single,
+    SelfConsistency,
+    Text,
+}
+
+/// One agent of a debate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub model: String,
+    /// System prompt; empty for none.
+    pub role: String,
+    pub temperature: f64,
+    pub top_p: f64,
+}
+
+/// Everything that defines a run (written to config.json; a rerun must match it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebateConfig {
+    pub mode: Mode,
+    /// A dataset name (gsm8k, math, math500) or a user JSONL path.
+    pub dataset: String,
+    /// How answers are extracted and compared.
+    pub grader: Grader,
+    pub split: String,
+    pub limit: Option<usize>,
+    pub agents: Vec<AgentConfig>,
+    pub rounds: usize,
+    pub max_new_tokens: u32,
+    pub seed: u64,
+    /// Save each agent's hidden state per round at this layer (transformers numbering).
+    pub save_states_layer: Option<u32>,
+}
+
+impl DebateConfig {
+    pub fn is_math(&self) -> bool {
+        self.grader == Grader::Math
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DebateError {
+    #[error("runtime: {0}")]
+    Runtime(#[from] tonic::Status),
+    #[error("problem {id}: {message}")]
+    Problem { id: String, message: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A debate bound to a runtime: one runtime agent per configured agent.
+pub struct Debate {
+    config: Arc<DebateConfig>,
+    client: RuntimeClient,
+    agent_ids: Arc<Vec<String>>,
+}
+
+impl Debate {
+    pub async fn new(mut client: RuntimeClient, config: DebateConfig) -> Result<Self, DebateError> {
+        let mut agent_ids = Vec::new();
+        for agent in &config.agents {
+            agent_ids.push(client.create_agent(&agent.model, &agent.role, None).await?.id);
+        }
+        Ok(Debate { config: Arc::new(config), client, agent_ids: Arc::new(agent_ids) })
+    }
+
+    /// Runs `problems` (skipping ids in `done`), `parallel` problems at a time, handing each
+    /// result (with its states, when saved) to `on_result` as soon as it is complete.
+    pub async fn run(
+        &self,
+        problems: &[Problem],
+        done: &HashSet<String>,
+        parallel: usize,
+        mut on_result: impl FnMut(ProblemResult, Option<RoundStates>) -> Result<(), DebateError>,
+    ) -> Result<(), DebateError> {
+        let mut pending = problems.iter().filter(|p| !done.contains(&p.id)).cloned();
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.len() < parallel.max(1) {
+                let Some(problem) = pending.next() else { break };
+                let (config, client, ids) = (self.config.clone(), self.client.clone(), self.agent_ids.clone());
+                tasks.spawn(async move { solve(&config, client, &ids, problem).await });
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let (result, states) = joined.map_err(|e| DebateError::Io(format!("debate task failed: {e}")))??;
+            on_result(result, states)?;
+        }
+        Ok(())
+    }
+}
+
+/// A stable per-turn seed: the same problem, round and agent always sample the same way,
+/// whatever the order or concurrency of the run.
+fn turn_seed(base: u64, problem_id: &str, round: usize, agent: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ base;
+    for b in problem_id.bytes().chain((round as u64).to_le_bytes()).chain((agent as u64).to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+async fn solve(
+    config: &DebateConfig,
+    client: RuntimeClient,
+    agent_ids: &[String],
+    problem: Problem,
+) -> Result<(ProblemResult, Option<RoundStates>), DebateError> {
+    let start = Instant::now();
+    let math = config.is_math();
+    let n = agent_ids.len();
+    let rounds = if config.mode == Mode::Text { config.rounds.max(1) } else { 1 };
+    // Each agent's own conversation (Du et al. keep the whole history per agent).
+    let mut histories: Vec<Vec<v1::ChatMessage>> = vec![Vec::new(); n];
+    let mut turns: Vec<Vec<AgentTurn>> = Vec::new();
+    let mut states = config.save_states_layer.map(|layer| RoundStates::new(&problem.id, layer));
+    for round in 0..rounds {
+        for (a, history) in histories.iter_mut().enumerate() {
+            let content = if round == 0 {
+                prompts::first_round(&problem.question, math)
+            } else {
+                let others: Vec<&str> = (0..n).filter(|&o| o != a).map(|o| turns[round - 1][o].response.as_str()).collect();
+                prompts::later_round(&problem.question, &others, math)
+            };
+            history.push(v1::ChatMessage { role: "user".into(), content });
+        }
+        let mut calls = JoinSet::new();
+        for (a, history) in histories.iter().enumerate() {
+            let agent = &config.agents[a];
+            let request = v1::GenerateRequest {
+                agent_id: agent_ids[a].clone(),
+                input: Some(v1::generate_request::Input::Messages(v1::ChatMessages { messages: history.clone() })),
+                raw: false,
+                sampling: Some(v1::SamplingParams {
+                    max_new_tokens: Some(config.max_new_tokens),
+                    temperature: Some(agent.temperature),
+                    top_k: None,
+                    top_p: Some(agent.top_p),
+                    seed: Some(turn_seed(config.seed, &problem.id, round, a)),
+                    stop_token_ids: None,
+                    stop_strings: Vec::new(),
+                }),
+                hidden_states: config.save_states_layer.map(|layer| v1::HiddenStatesRequest {
+                    layers: vec![layer],
+                    points: vec![v1::CapturePoint::LastGeneratedToken as i32],
+                }),
+                prefix_embeddings: None,
+            };
+            let mut client = client.clone();
+            calls.spawn(async move { (a, client.generate(request).await) });
+        }
+        let mut replies: Vec<Option<v1::GenerateResponse>> = vec![None; n];
+        while let Some(joined) = calls.join_next().await {
+            let (a, reply) = joined.map_err(|e| DebateError::Io(format!("generate task failed: {e}")))?;
+            replies[a] = Some(reply?);
+        }
+        let mut round_turns = Vec::with_capacity(n);
+        for (a, reply) in replies.into_iter().enumerate() {
+            let reply = reply.ok_or_else(|| DebateError::Problem { id: problem.id.clone(), message: format!("agent {a} got no reply") })?;
+            if let Some(states) = states.as_mut() {
+                states.add(round, a, &reply).map_err(|message| DebateError::Problem { id: problem.id.clone(), message })?;
+            }
+            let checked = answer::check(config.grader, &reply.text, &problem.gold);
+            histories[a].push(v1::ChatMessage { role: "assistant".into(), content: reply.text.clone() });
+            round_turns.push(AgentTurn {
+                agent: a,
+                answer: checked.answer,
+                correct: checked.correct,
+                tokens: reply.usage.as_ref().map_or(0, |u| u.completion_tokens as usize),
+                prompt_tokens: reply.usage.as_ref().map_or(0, |u| u.prompt_tokens as usize),
+                response: reply.text,
+            });
+        }
+        turns.push(round_turns);
+    }
+    let equal = config.grader.equal();
+    let consensus: Vec<f64> = turns
+        .iter()
+        .map(|round| {
+            let answers: Vec<Option<String>> = round.iter().map(|t| t.answer.clone()).collect();
+            metrics::consensus(&answers, equal)
+        })
+        .collect();
+    let last: Vec<Option<String>> = turns.last().map(|r| r.iter().map(|t| t.answer.clone()).collect()).unwrap_or_default();
+    let final_answer = answer::majority(&last, equal);
+    let correct = final_answer.as_deref().is_some_and(|f| equal(f, &problem.gold));
+    let result = ProblemResult {
+        id: problem.id,
+        question: problem.question,
+        gold: problem.gold,
+        final_answer,
+        correct,
+        rounds: turns,
+        consensus,
+        wall_time_s: start.elapsed().as_secs_f64(),
+        thoughts: None,
+    };
+    Ok((result, states))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turn_seed;
+
+    #[test]
+    fn turn_seeds_differ_by_problem_round_and_agent_and_are_stable() {
+        let s = turn_seed(7, "gsm8k/dev/3", 1, 2);
+        assert_eq!(s, turn_seed(7, "gsm8k/dev/3", 1, 2));
+        assert_ne!(s, turn_seed(7, "gsm8k/dev/3", 1, 1));
+        assert_ne!(s, turn_seed(7, "gsm8k/dev/3", 0, 2));
+        assert_ne!(s, turn_seed(7, "gsm8k/dev/4", 1, 2));
+        assert_ne!(s, turn_seed(8, "gsm8k/dev/3", 1, 2));
+    }
+}

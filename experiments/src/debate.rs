@@ -1,0 +1,234 @@
+//! `tcomm debate`: runs a debate mode over a dataset through the gRPC runtime (in-process by
+//! default, or `--runtime URL`), appending one result line per problem to `<out>/results.jsonl`.
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use agents::answer::Grader;
+use agents::dataset::{self, AnswerFormat, Dataset};
+use agents::debate::{AgentConfig, Debate, DebateConfig, Mode};
+use agents::prompts::DEFAULT_ROLES;
+use agents::results::RunWriter;
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// One agent answers once.
+    Single,
+    /// N independent samples, majority vote.
+    SelfConsistency,
+    /// Du et al. 2023 debate: N agents, R rounds, each sees the others' latest answers.
+    Text,
+}
+
+#[derive(Args)]
+pub struct DebateArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub mode: ModeArg,
+    /// Number of agents (samples for self-consistency; single uses 1).
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    /// Rounds of the text debate (the other modes have one).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// gsm8k, math (split test_dev) or math500 (split dev).
+    #[arg(long, default_value = "gsm8k")]
+    pub dataset: String,
+    /// Defaults to the dataset's evaluation split (dev, or test_dev for math).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Use your own JSONL file instead of --dataset (see --question-field, --answer-field, --answer-format).
+    #[arg(long)]
+    pub jsonl: Option<PathBuf>,
+    #[arg(long, default_value = "question")]
+    pub question_field: String,
+    #[arg(long, default_value = "answer")]
+    pub answer_field: String,
+    /// gsm8k (text after ####), math (last \boxed{}), plain.
+    #[arg(long, default_value = "plain")]
+    pub answer_format: String,
+    /// First N problems (a rerun with a larger limit continues the same run).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Data folder with gsm8k/ and math/ (default: $TCOMM_DATA, then ../shared/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Model of every agent, or one per agent when repeated.
+    #[arg(long = "model", default_value = runtime::registry::DEFAULT_MODEL)]
+    pub models: Vec<String>,
+    /// System prompt per agent (repeatable, cycled). Default: solver, calculation checker, critic.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// Give the agents no system prompt at all.
+    #[arg(long)]
+    pub no_roles: bool,
+    /// Sampling temperature (default 0 = greedy for single, 0.7 otherwise).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Problems solved concurrently (their agents share the runtime's batches).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Store each agent's hidden state per round under <out>/states/ (for `tcomm train-ae`).
+    #[arg(long)]
+    pub save_states: bool,
+    /// Layer of the saved states (transformers numbering; default 2/3 of the depth).
+    #[arg(long)]
+    pub state_layer: Option<u32>,
+    /// Run folder: config.json and results.jsonl. Rerunning the same command resumes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Use a running `tcomm serve` at this URL instead of an in-process runtime.
+    #[arg(long)]
+    pub runtime: Option<String>,
+    #[arg(long, env = "TCOMM_RUNTIME_TOKEN")]
+    pub runtime_token: Option<String>,
+    /// Device of the in-process runtime.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl DebateArgs {
+    fn config(&self, num_layers: Option<u32>) -> anyhow::Result<DebateConfig> {
+        let (mode, agents, rounds) = match self.mode {
+            ModeArg::Single => (Mode::Single, 1, 1),
+            ModeArg::SelfConsistency => (Mode::SelfConsistency, self.agents, 1),
+            ModeArg::Text => (Mode::Text, self.agents, self.rounds),
+        };
+        if agents == 0 || rounds == 0 {
+            bail!("--agents and --rounds must be at least 1");
+        }
+        if self.models.len() != 1 && self.models.len() != agents {
+            bail!("give one --model for all agents or one per agent ({} agents, {} models)", agents, self.models.len());
+        }
+        let roles: Vec<String> = if self.no_roles {
+            vec![String::new()]
+        } else if self.roles.is_empty() {
+            DEFAULT_ROLES.iter().map(|r| r.to_string()).collect()
+        } else {
+            self.roles.clone()
+        };
+        let temperature = self.temperature.unwrap_or(if agents == 1 && rounds == 1 { 0.0 } else { 0.7 });
+        let agents = (0..agents)
+            .map(|i| AgentConfig {
+                model: self.models[i % self.models.len()].clone(),
+                role: roles[i % roles.len()].clone(),
+                temperature,
+                top_p: self.top_p,
+            })
+            .collect();
+        let (dataset, split, grader) = match &self.jsonl {
+            Some(path) => (path.display().to_string(), String::new(), grader_of(&self.answer_format)?),
+            None => {
+                let d: Dataset = self.dataset.parse()?;
+                (d.name().to_string(), self.split.clone().unwrap_or_else(|| d.default_split().to_string()), Grader::from(d))
+            }
+        };
+        let save_states_layer = match (self.save_states, self.state_layer, num_layers) {
+            (false, _, _) => None,
+            (true, Some(l), _) => Some(l),
+            (true, None, Some(n)) => Some((2 * n).div_ceil(3)),
+            (true, None, None) => bail!("--save-states with --runtime needs --state-layer"),
+        };
+        Ok(DebateConfig {
+            mode,
+            dataset,
+            grader,
+            split,
+            limit: self.limit,
+            agents,
+            rounds,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
+            save_states_layer,
+        })
+    }
+
+    fn problems(&self) -> anyhow::Result<Vec<dataset::Problem>> {
+        let problems = match &self.jsonl {
+            Some(path) => {
+                let format: AnswerFormat = self.answer_format.parse()?;
+                dataset::load_jsonl(path, &self.question_field, &self.answer_field, format)?
+            }
+            None => {
+                let d: Dataset = self.dataset.parse()?;
+                let split = self.split.clone().unwrap_or_else(|| d.default_split().to_string());
+                dataset::load(self.data_dir.as_deref(), d, &split)?
+            }
+        };
+        Ok(dataset::sample(problems, self.limit, None))
+    }
+}
+
+fn grader_of(format: &str) -> anyhow::Result<Grader> {
+    Ok(match format.parse::<AnswerFormat>()? {
+        AnswerFormat::Math => Grader::Math,
+        AnswerFormat::Gsm8k | AnswerFormat::Plain => Grader::Gsm8k,
+    })
+}
+
+pub fn run(args: DebateArgs) -> anyhow::Result<()> {
+    let problems = args.problems()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async {
+        let mut models: Vec<String> = args.models.clone();
+        models.sort();
+        models.dedup();
+        let (url, server) = match &args.runtime {
+            Some(url) => (url.clone(), None),
+            None => {
+                let (url, server) = crate::inprocess::start(&models, &args.device).await?;
+                (url, Some(server))
+            }
+        };
+        let mut client = proto::client::RuntimeClient::connect(&url, args.runtime_token.as_deref()).await?;
+        let num_layers = client.model_info(&models[0]).await?.map(|m| m.num_layers.max(0) as u32);
+        let config = args.config(num_layers)?;
+        let config_json = serde_json::to_value(&config)?;
+        let (mut writer, done) = RunWriter::open(&args.out, &config_json)?;
+        let done_ids: HashSet<String> = done.iter().map(|r| r.id.clone()).collect();
+        let mut correct = done.iter().filter(|r| r.correct).count();
+        let mut finished = done.len();
+        let bar = ProgressBar::new(problems.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")
+                .map_err(|e| anyhow!("progress bar: {e}"))?,
+        );
+        bar.set_position(problems.iter().filter(|p| done_ids.contains(&p.id)).count() as u64);
+        if finished > 0 {
+            tracing::info!(done = finished, "resuming run");
+        }
+        let debate = Debate::new(client, config).await?;
+        let out = args.out.clone();
+        debate
+            .run(&problems, &done_ids, args.parallel, |result, states| {
+                if let Some(states) = states {
+                    states.save(&out).map_err(agents::debate::DebateError::Io)?;
+                }
+                writer.append(&result).map_err(|e| agents::debate::DebateError::Io(e.to_string()))?;
+                finished += 1;
+                correct += usize::from(result.correct);
+                bar.inc(1);
+                bar.set_message(format!("accuracy {correct}/{finished} ({:.1}%)", 100.0 * correct as f64 / finished as f64));
+                Ok(())
+            })
+            .await?;
+        bar.finish();
+        println!(
+            "{}: {correct}/{finished} correct ({:.1}%); results in {}",
+            args.out.display(),
+            100.0 * correct as f64 / finished.max(1) as f64,
+            args.out.join(agents::results::RESULTS_FILE).display()
+        );
+        if let Some(server) = server {
+            server.stop().await;
+        }
+        anyhow::Ok(())
+    })
+}

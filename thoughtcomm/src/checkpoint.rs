@@ -1,0 +1,152 @@
+//! Checkpoints: `NAME.safetensors` (network weights and Adam moments) and `NAME.json` beside it
+//! (shapes, objective, optimizer settings, normalization statistics, step), so training resumes
+//! exactly and a checkpoint of another shape is refused with the field that differs.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::autoencoder::{AutoencoderConfig, ThoughtNetwork};
+use crate::error::{Result, ThoughtError};
+use crate::states::Normalization;
+use crate::train::{Adam, ThoughtAutoencoder, TrainConfig};
+
+/// Bumped when the layout of either file changes.
+const FORMAT_VERSION: u32 = 1;
+
+/// The JSON half of a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointMeta {
+    format_version: u32,
+    config: AutoencoderConfig,
+    train: TrainConfig,
+    normalization: Option<Normalization>,
+    step: u64,
+}
+
+/// The JSON file that goes with a checkpoint's safetensors file.
+pub fn config_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+fn moment_names(name: &str) -> (String, String) {
+    (format!("adam.m.{name}"), format!("adam.v.{name}"))
+}
+
+impl ThoughtAutoencoder {
+    /// Writes `weights` (should end in `.safetensors`) and its JSON config beside it.
+    pub fn save(&self, weights: &Path) -> Result<()> {
+        let mut named: Vec<(String, Tensor)> = self.net.vs.variables().into_iter().collect();
+        for (name, m, v) in &self.adam.moments {
+            let (mn, vn) = moment_names(name);
+            named.push((mn, m.shallow_clone()));
+            named.push((vn, v.shallow_clone()));
+        }
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Tensor::write_safetensors(&named, weights)?;
+        let meta = CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            config: self.config().clone(),
+            train: self.train.clone(),
+            normalization: self.normalization.clone(),
+            step: self.step,
+        };
+        let path = config_path(weights);
+        let json = serde_json::to_string_pretty(&meta)
+            .map_err(|e| ThoughtError::Checkpoint { path: path.clone(), message: e.to_string() })?;
+        std::fs::write(&path, json).map_err(|source| ThoughtError::Io { path, source })
+    }
+
+    /// Loads a checkpoint written by [`ThoughtAutoencoder::save`].
+    pub fn load(weights: &Path) -> Result<Self> {
+        let path = config_path(weights);
+        let text = std::fs::read_to_string(&path).map_err(|source| ThoughtError::Io { path: path.clone(), source })?;
+        let meta: CheckpointMeta = serde_json::from_str(&text)
+            .map_err(|e| ThoughtError::Checkpoint { path: path.clone(), message: format!("bad config JSON: {e}") })?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(mismatch(&path, "format_version", meta.format_version, FORMAT_VERSION));
+        }
+        meta.config.validate().map_err(|e| ThoughtError::Checkpoint { path: path.clone(), message: e.to_string() })?;
+        if let Some(norm) = &meta.normalization {
+            let n_h = meta.config.state_dim() as usize;
+            if norm.mean.len() != n_h || norm.std.len() != n_h {
+                return Err(ThoughtError::Checkpoint {
+                    path,
+                    message: format!(
+                        "normalization has {} means and {} stds for {n_h} state dimensions",
+                        norm.mean.len(),
+                        norm.std.len()
+                    ),
+                });
+            }
+        }
+        let net = ThoughtNetwork::new(&meta.config, meta.train.seed)?;
+        let mut adam = Adam::new(&net);
+        let stored: HashMap<String, Tensor> = Tensor::read_safetensors(weights)
+            .map_err(|e| ThoughtError::Checkpoint { path: weights.to_path_buf(), message: e.to_string() })?
+            .into_iter()
+            .collect();
+        let vars = net.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, m, v) in adam.moments.iter_mut() {
+                let (mn, vn) = moment_names(name);
+                if let Some(var) = vars.get(name) {
+                    var.shallow_clone().f_copy_(take(weights, &stored, name, var)?)?;
+                }
+                *m = take(weights, &stored, &mn, m)?.shallow_clone();
+                *v = take(weights, &stored, &vn, v)?.shallow_clone();
+            }
+            Ok(())
+        })?;
+        Ok(Self { net, train: meta.train, normalization: meta.normalization, step: meta.step, adam })
+    }
+
+    /// Loads a checkpoint and checks that it has the shape and objective of `expected`, naming the
+    /// first field that differs (the usual mistake: resuming with other block sizes or k).
+    pub fn load_expecting(weights: &Path, expected: &AutoencoderConfig) -> Result<Self> {
+        let ae = Self::load(weights)?;
+        let found = ae.config();
+        let path = config_path(weights);
+        let fields: [(&str, String, String); 5] = [
+            ("block_sizes", format!("{:?}", found.block_sizes), format!("{:?}", expected.block_sizes)),
+            ("latent_dim", found.latent_dim.to_string(), expected.latent_dim.to_string()),
+            ("hidden", format!("{:?}", found.hidden), format!("{:?}", expected.hidden)),
+            ("estimator", found.estimator.to_string(), expected.estimator.to_string()),
+            ("lambda", found.lambda.to_string(), expected.lambda.to_string()),
+        ];
+        match fields.into_iter().find(|(_, f, e)| f != e) {
+            Some((field, f, e)) => Err(mismatch(&path, field, f, e)),
+            None => Ok(ae),
+        }
+    }
+}
+
+fn mismatch(path: &Path, field: &str, found: impl ToString, expected: impl ToString) -> ThoughtError {
+    ThoughtError::CheckpointMismatch {
+        path: path.to_path_buf(),
+        field: field.into(),
+        found: found.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// The stored tensor `name`, checked against the shape the JSON config implies. libtorch's copy
+/// would broadcast a wrong-shaped tensor silently, so the shapes are compared first.
+fn take<'a>(weights: &Path, stored: &'a HashMap<String, Tensor>, name: &str, like: &Tensor) -> Result<&'a Tensor> {
+    let path = weights.to_path_buf();
+    let t = stored
+        .get(name)
+        .ok_or_else(|| ThoughtError::Checkpoint { path: path.clone(), message: format!("missing tensor '{name}'") })?;
+    if t.size() != like.size() {
+        return Err(ThoughtError::Checkpoint {
+            path,
+            message: format!(
+                "tensor '{name}' has shape {:?} but the config implies {:?} (weights and config do not belong together)",
+                t.size(),
+                like.size()
+            ),
+        });
+    }
+    Ok(t)
+}

@@ -1,0 +1,27 @@
+//! The one error type of the crate. Messages are a single line that names the offending input and
+//! the value or limit involved, because callers print them as the whole diagnostic.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ThoughtError {
+    #[error("no agent states: {0}")]
+    Empty(String),
+    #[error("agent {agent} has {got} samples but agent 0 has {expected}: every agent needs one state per sample")]
+    SampleCountMismatch { agent: usize, expected: i64, got: i64 },
+    #[error("state dimension mismatch: {what} is {got}, expected {expected}")]
+    DimensionMismatch { what: String, expected: i64, got: i64 },
+    #[error("agent {agent} states contain a non-finite value (NaN or Inf) at sample {sample}, dimension {dim}")]
+    NonFinite { agent: usize, sample: i64, dim: i64 },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("checkpoint {path}: {field} is {found} in the checkpoint but {expected} was asked for")]
+    CheckpointMismatch { path: PathBuf, field: String, found: String, expected: String },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T> = std::result::Result<T, ThoughtError>;

@@ -1,0 +1,239 @@
+//! Training of the thought autoencoder: seeded mini-batches, Adam, and the state a checkpoint
+//! needs to resume bit-for-bit (weights, Adam moments, step, normalization).
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::autoencoder::{AutoencoderConfig, ThoughtNetwork};
+use crate::error::{Result, ThoughtError};
+use crate::states::{AgentStates, Normalization};
+
+/// Optimization settings; stored in the checkpoint so a resumed run keeps them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub batch_size: i64,
+    pub learning_rate: f64,
+    /// Seeds the initial weights and every mini-batch.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self { batch_size: 128, learning_rate: 1e-3, seed: 0 }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        if self.batch_size < 1 {
+            return Err(ThoughtError::Config(format!("batch size {} (must be at least 1)", self.batch_size)));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(ThoughtError::Config(format!("learning rate {} (must be finite and > 0)", self.learning_rate)));
+        }
+        Ok(())
+    }
+}
+
+/// What one `fit` call did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// The autoencoder's step counter after the call.
+    pub step: u64,
+    /// Mean over the last 100 steps (fewer if the call ran fewer).
+    pub reconstruction: f64,
+    pub penalty: f64,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
+/// Adam (Kingma & Ba; PyTorch's defaults and update) written out so that its moments can be saved
+/// in the checkpoint: `tch::nn::Optimizer` does not expose them, and without them a resumed run
+/// would differ from an uninterrupted one.
+#[derive(Debug)]
+pub(crate) struct Adam {
+    /// (parameter name, first moment, second moment), sorted by name.
+    pub(crate) moments: Vec<(String, Tensor, Tensor)>,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const ADAM_EPS: f64 = 1e-8;
+
+impl Adam {
+    pub(crate) fn new(net: &ThoughtNetwork) -> Self {
+        let mut names: Vec<(String, Tensor)> = net.vs.variables().into_iter().collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        let moments = names.into_iter().map(|(n, p)| (n, p.zeros_like(), p.zeros_like())).collect();
+        Self { moments }
+    }
+
+    /// One update of every parameter from its `.grad()`; `t` is the 1-based step number.
+    fn step(&mut self, net: &ThoughtNetwork, lr: f64, t: u64) -> Result<()> {
+        let vars = net.vs.variables();
+        let (c1, c2) = (1.0 - BETA1.powf(t as f64), 1.0 - BETA2.powf(t as f64));
+        tch::no_grad(|| {
+            for (name, m, v) in self.moments.iter_mut() {
+                let Some(p) = vars.get(name) else { continue };
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                *m = &*m * BETA1 + &g * (1.0 - BETA1);
+                *v = &*v * BETA2 + g.square() * (1.0 - BETA2);
+                let update = (&*m / c1) / ((&*v / c2).sqrt() + ADAM_EPS) * lr;
+                let _ = p.shallow_clone().f_sub_(&update)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A thought autoencoder with everything needed to train, resume and apply it.
+#[derive(Debug)]
+pub struct ThoughtAutoencoder {
+    pub(crate) net: ThoughtNetwork,
+    pub(crate) train: TrainConfig,
+    /// Fitted on the states of the first `fit` call and fixed afterwards.
+    pub(crate) normalization: Option<Normalization>,
+    pub(crate) step: u64,
+    pub(crate) adam: Adam,
+}
+
+impl ThoughtAutoencoder {
+    pub fn new(config: AutoencoderConfig, train: TrainConfig) -> Result<Self> {
+        train.validate()?;
+        let net = ThoughtNetwork::new(&config, train.seed)?;
+        let adam = Adam::new(&net);
+        Ok(Self { net, train, normalization: None, step: 0, adam })
+    }
+
+    pub fn config(&self) -> &AutoencoderConfig {
+        self.net.config()
+    }
+
+    pub fn train_config(&self) -> &TrainConfig {
+        &self.train
+    }
+
+    pub fn network_mut(&mut self) -> &mut ThoughtNetwork { &mut self.net }
+    pub fn network(&self) -> &ThoughtNetwork {
+        &self.net
+    }
+
+    pub fn normalization(&self) -> Option<&Normalization> {
+        self.normalization.as_ref()
+    }
+
+    /// Optimizer steps taken so far (over all `fit` calls, including before a checkpoint).
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Checks that `states` have this autoencoder's agent blocks.
+    pub fn check_states(&self, states: &AgentStates) -> Result<()> {
+        let expected = &self.config().block_sizes;
+        if states.num_agents() != expected.len() {
+            return Err(ThoughtError::DimensionMismatch {
+                what: "the number of agents".into(),
+                expected: expected.len() as i64,
+                got: states.num_agents() as i64,
+            });
+        }
+        for (agent, (&got, &want)) in states.block_sizes().iter().zip(expected).enumerate() {
+            if got != want {
+                return Err(ThoughtError::DimensionMismatch {
+                    what: format!("agent {agent}'s state dimension"),
+                    expected: want,
+                    got,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// States mapped to the normalized space the networks work in.
+    pub fn normalize(&self, states: &AgentStates) -> Result<Tensor> {
+        self.check_states(states)?;
+        let norm = self.normalization.as_ref().ok_or_else(|| {
+            ThoughtError::Config("the autoencoder is untrained: it has no normalization statistics yet".into())
+        })?;
+        Ok(norm.apply(states.h()))
+    }
+
+    /// `steps` more Adam steps on mini-batches of `states` (drawn with replacement; batch `s` is
+    /// a function of the seed and `s` only, so a resumed run sees the batches it would have).
+    pub fn fit(&mut self, states: &AgentStates, steps: u64) -> Result<TrainReport> {
+        self.check_states(states)?;
+        if self.normalization.is_none() {
+            self.normalization = Some(Normalization::fit(states)?);
+        }
+        let x = self.normalize(states)?;
+        let n = states.samples();
+        let start = Instant::now();
+        let window = 100.min(steps.max(1));
+        let (mut rec_sum, mut pen_sum) = (0.0, 0.0);
+        for i in 0..steps {
+            let step = self.step + 1;
+            let batch = x.index_select(0, &batch_indices(self.train.seed, step, self.train.batch_size, n));
+            let loss = self.net.loss(&batch);
+            for mut p in self.net.vs.trainable_variables() {
+                p.zero_grad();
+            }
+            loss.total.backward();
+            self.adam.step(&self.net, self.train.learning_rate, step)?;
+            self.step = step;
+            if steps - i <= window {
+                rec_sum += loss.reconstruction.double_value(&[]);
+                pen_sum += loss.penalty.double_value(&[]);
+            }
+            if step % 1000 == 0 {
+                tracing::debug!(step, total = loss.total.double_value(&[]), "thought autoencoder training");
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(TrainReport {
+            step: self.step,
+            reconstruction: rec_sum / window as f64,
+            penalty: pen_sum / window as f64,
+            seconds,
+            samples_per_second: (steps as f64 * self.train.batch_size as f64) / seconds.max(1e-9),
+        })
+    }
+
+    /// Z_hat (`[samples, k]`) of `states`.
+    pub fn encode(&self, states: &AgentStates) -> Result<Tensor> {
+        let x = self.normalize(states)?;
+        Ok(tch::no_grad(|| self.net.encoder.forward(&x)))
+    }
+
+    /// States (`[samples, n_h]`, original units) decoded from latents `z` (`[samples, k]`).
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        let norm = self.normalization.as_ref().ok_or_else(|| {
+            ThoughtError::Config("the autoencoder is untrained: it has no normalization statistics yet".into())
+        })?;
+        let shape = z.size();
+        if shape.len() != 2 || shape[1] != self.config().latent_dim {
+            return Err(ThoughtError::DimensionMismatch {
+                what: format!("the latent width of a [samples, k] tensor of shape {shape:?}"),
+                expected: self.config().latent_dim,
+                got: shape.last().copied().unwrap_or(0),
+            });
+        }
+        Ok(tch::no_grad(|| norm.invert(&self.net.decoder.forward(&z.to_kind(Kind::Float)))))
+    }
+}
+
+/// Indices of mini-batch `step`: its own generator seeded from (seed, step) by a SplitMix64 mix,
+/// so no generator state has to be checkpointed.
+fn batch_indices(seed: u64, step: u64, batch: i64, n: i64) -> Tensor {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let mut rng = StdRng::seed_from_u64(z ^ (z >> 31));
+    let idx: Vec<i64> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+    Tensor::from_slice(&idx)
+}
