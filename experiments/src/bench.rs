@@ -69,7 +69,8 @@ the compute dtype, the token embedding only when it is tied to the output head),
 is bandwidth / bytes-per-token tokens/s.
 
 --json prints one object:
-  model, gguf, architecture, device, dtype, threads, prompt_tokens, new_tokens, warmup_tokens
+  model, gguf, architecture, device, dtype, threads, prompt_tokens, new_tokens, warmup_tokens,
+  omp_wait_policy
   weights: {format (compute dtype), dequantized_from ({ggml type: tensor count}), parameters,
             bytes_per_token}
   memory_bandwidth_gbs, roofline_batch1_tokens_per_s, roofline_fraction_batch1 (ours decode
@@ -121,6 +122,11 @@ pub struct DecodeArgs {
     /// transformers' attn_implementation: sdpa (its default) or eager.
     #[arg(long, default_value = "sdpa")]
     hf_attn: String,
+    /// OMP_WAIT_POLICY for every worker (both sides share libgomp): passive keeps idle OpenMP
+    /// threads from spinning, which on a machine busy with other work makes multi-threaded
+    /// runs several times faster and far steadier; `inherit` leaves the environment as it is.
+    #[arg(long, default_value = "inherit", value_parser = ["inherit", "active", "passive"])]
+    omp_wait_policy: String,
     /// The Python with torch and transformers (default: $TCOMM_ROOT/.venv/bin/python, else python3).
     #[arg(long, env = "TCOMM_PYTHON")]
     python: Option<PathBuf>,
@@ -185,6 +191,7 @@ struct Report {
     prompt_tokens: usize,
     new_tokens: usize,
     warmup_tokens: usize,
+    omp_wait_policy: String,
     weights: Option<WeightInfo>,
     memory_bandwidth_gbs: f64,
     roofline_batch1_tokens_per_s: Option<f64>,
@@ -216,9 +223,10 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
             let file = GgufFile::open(path)?;
             let tokenizer = TextTokenizer::from_gguf(&file)?;
             let architecture = file.architecture().unwrap_or("?").to_string();
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
             (
                 tokenizer,
-                Some(path.clone()),
+                Some(path),
                 Some(weight_info(&file, kind)),
                 architecture,
             )
@@ -268,6 +276,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
         let load_average = load_average();
         let bar = spinner(&format!("batch {b}: this engine"));
         let mut cmd = Command::new(&exe);
+        set_omp_policy(&mut cmd, &args.omp_wait_policy);
         cmd.args([
             "bench",
             "decode-worker",
@@ -291,6 +300,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
         } else {
             let bar = spinner(&format!("batch {b}: transformers"));
             let mut cmd = Command::new(&python);
+            set_omp_policy(&mut cmd, &args.omp_wait_policy);
             cmd.arg(scripts.join("bench_transformers.py"));
             cmd.args([
                 "--model".to_string(),
@@ -347,14 +357,13 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
         (None, "llama.cpp: skipped (--skip-transformers)".to_string())
     } else {
         run_llamacpp(
+            &args,
             &python,
             &scripts,
             &model_for_python,
             &tmp,
             &prompts[..1],
-            args.new_tokens,
             threads,
-            args.warmup_tokens,
         )
     };
     let _ = std::fs::remove_dir_all(&tmp);
@@ -376,6 +385,7 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
         prompt_tokens: args.prompt_tokens,
         new_tokens: args.new_tokens,
         warmup_tokens: args.warmup_tokens,
+        omp_wait_policy: args.omp_wait_policy.clone(),
         weights,
         memory_bandwidth_gbs: bandwidth,
         roofline_batch1_tokens_per_s: roofline,
@@ -392,9 +402,20 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn set_omp_policy(cmd: &mut Command, policy: &str) {
+    if policy != "inherit" {
+        cmd.env("OMP_WAIT_POLICY", policy);
+    }
+}
+
 /// The 1-minute load average (Linux), None elsewhere.
 fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -537,17 +558,17 @@ fn default_python() -> PathBuf {
 }
 
 /// llama.cpp at batch 1 through llama-cpp-python, when the Python has it.
-#[allow(clippy::too_many_arguments)]
 fn run_llamacpp(
+    args: &DecodeArgs,
     python: &Path,
     scripts: &Path,
     model: &Path,
     tmp: &Path,
     prompts: &[Vec<u32>],
-    new_tokens: usize,
     threads: usize,
-    warmup_tokens: usize,
 ) -> (Option<serde_json::Value>, String) {
+    let (new_tokens, warmup_tokens, omp_wait_policy) =
+        (args.new_tokens, args.warmup_tokens, &args.omp_wait_policy);
     let installed = Command::new(python)
         .args(["-c", "import llama_cpp"])
         .stdout(Stdio::null())
@@ -569,6 +590,7 @@ fn run_llamacpp(
         return (None, format!("llama.cpp: failed: {e}"));
     }
     let mut cmd = Command::new(python);
+    set_omp_policy(&mut cmd, omp_wait_policy);
     cmd.arg(scripts.join("bench_llamacpp.py"));
     cmd.args([
         "--model".to_string(),
@@ -632,8 +654,8 @@ fn print_table(r: &Report) {
         println!("weights: {} (checkpoint folder)", r.dtype);
     }
     println!(
-        "prompts: {} tokens each (same ids on both sides), {} new tokens, greedy, warm-up {} tokens",
-        r.prompt_tokens, r.new_tokens, r.warmup_tokens
+        "prompts: {} tokens each (same ids on both sides), {} new tokens, greedy, warm-up {} tokens, OMP_WAIT_POLICY {}",
+        r.prompt_tokens, r.new_tokens, r.warmup_tokens, r.omp_wait_policy
     );
     println!();
     let header = [
@@ -720,7 +742,11 @@ fn print_table(r: &Report) {
         ),
     }
     println!("{}", r.llamacpp_note);
-    let busiest = r.runs.iter().filter_map(|run| run.load_average).fold(0.0f64, f64::max);
+    let busiest = r
+        .runs
+        .iter()
+        .filter_map(|run| run.load_average)
+        .fold(0.0f64, f64::max);
     if busiest > 0.5 {
         println!(
             "note: other processes were running (load average up to {busiest:.1} on {} cores): timings are skewed, \

@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, default_value_t = 6000)]
     steps: u64,
     /// Hidden widths of the encoder (the decoder mirrors them), comma-separated.
-    #[arg(long, default_value = "64,64", value_delimiter = ',')]
+    #[arg(long, default_value = "128,128", value_delimiter = ',')]
     hidden: Vec<i64>,
     #[arg(long, default_value_t = 128)]
     batch_size: i64,

@@ -40,6 +40,10 @@ pub struct RecoveryScores {
     pub correlations: Vec<f64>,
     /// Per true latent: how many agents the recovered structure says its match affects.
     pub recovered_alpha: Vec<usize>,
+    /// Per true latent: the recovered latent it was matched to.
+    pub matched: Vec<usize>,
+    /// The recovered structure, in the recovered latents' order.
+    pub structure: ThoughtStructure,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,7 +59,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     let data = generate(&config.data)?;
     let ae_config = |lambda: f64| AutoencoderConfig {
         block_sizes: data.states.block_sizes().to_vec(),
-        latent_dim: std::env::var("TC_KFIT").ok().and_then(|v| v.parse().ok()).unwrap_or(config.data.latent_dim as i64),
+        latent_dim: config.data.latent_dim as i64,
         hidden: config.hidden.clone(),
         lambda,
         estimator: config.estimator,
@@ -84,5 +88,7 @@ pub fn evaluate(data: &SyntheticData, ae_config: AutoencoderConfig, config: &Ben
         samples_per_second: report.samples_per_second,
         recovered_alpha: (0..k).map(|j| structure.alpha[matching.estimated[j]]).collect(),
         correlations: matching.correlations,
+        matched: matching.estimated,
+        structure,
     })
 }

@@ -132,7 +132,7 @@ pub struct Normalization {
 const MIN_STD: f64 = 1e-6;
 
 impl Normalization {
-    pub fn fit(states: &AgentStates) -> Result<Self> {
+    pub(crate) fn fit(states: &AgentStates) -> Result<Self> {
         let h = states.h();
         let mean = h.mean_dim(0, false, Kind::Float);
         let std = h.std_dim(0, false, false);
@@ -140,11 +140,11 @@ impl Normalization {
         Ok(Self { mean: to_vec(&mean)?, std: to_vec(&std)? })
     }
 
-    pub fn apply(&self, h: &Tensor) -> Tensor {
+    pub(crate) fn apply(&self, h: &Tensor) -> Tensor {
         (h - Tensor::from_slice(&self.mean)) / Tensor::from_slice(&self.std)
     }
 
-    pub fn invert(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn invert(&self, x: &Tensor) -> Tensor {
         x * Tensor::from_slice(&self.std) + Tensor::from_slice(&self.mean)
     }
 }

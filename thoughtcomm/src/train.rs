@@ -119,7 +119,6 @@ impl ThoughtAutoencoder {
         &self.train
     }
 
-    pub fn network_mut(&mut self) -> &mut ThoughtNetwork { &mut self.net }
     pub fn network(&self) -> &ThoughtNetwork {
         &self.net
     }
@@ -190,7 +189,7 @@ impl ThoughtAutoencoder {
                 rec_sum += loss.reconstruction.double_value(&[]);
                 pen_sum += loss.penalty.double_value(&[]);
             }
-            if step % 1000 == 0 {
+            if step.is_multiple_of(1000) {
                 tracing::debug!(step, total = loss.total.double_value(&[]), "thought autoencoder training");
             }
         }

@@ -271,9 +271,19 @@ struct SynthLayer {
 fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
     let s = net.spec().clone();
     let (device, kind) = (net.device(), net.kind());
-    let (h, nh, nkv, hd, inter, l) = (s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim, s.intermediate_size, s.num_layers);
+    let (h, nh, nkv, hd, inter, l) = (
+        s.hidden_size,
+        s.num_heads,
+        s.num_kv_heads,
+        s.head_dim,
+        s.intermediate_size,
+        s.num_layers,
+    );
     let opts = (kind, device);
-    let lin = |o: i64, i: i64, k: Kind| Linear { weight: (Tensor::randn([o, i], (Kind::Float, device)) * 0.02).to_kind(k), bias: None };
+    let lin = |o: i64, i: i64, k: Kind| Linear {
+        weight: (Tensor::randn([o, i], (Kind::Float, device)) * 0.02).to_kind(k),
+        bias: None,
+    };
     let layers_of = |k: Kind| -> Vec<SynthLayer> {
         (0..l)
             .map(|_| SynthLayer {
@@ -282,8 +292,18 @@ fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
                 v: lin(nkv * hd, h, k),
                 qkv: lin((nh + 2 * nkv) * hd, h, k),
                 o: lin(h, nh * hd, k),
-                mlp: Mlp { gate: Some(lin(inter, h, k)), up: lin(inter, h, k), down: lin(h, inter, k), activation: s.activation },
-                fused_mlp: Mlp { gate: None, up: lin(2 * inter, h, k), down: lin(h, inter, k), activation: s.activation },
+                mlp: Mlp {
+                    gate: Some(lin(inter, h, k)),
+                    up: lin(inter, h, k),
+                    down: lin(h, inter, k),
+                    activation: s.activation,
+                },
+                fused_mlp: Mlp {
+                    gate: None,
+                    up: lin(2 * inter, h, k),
+                    down: lin(h, inter, k),
+                    activation: s.activation,
+                },
                 kc: Tensor::randn([b, nkv, t_cache, hd], (k, device)),
                 kc_room: Tensor::randn([b, nkv, t_cache + 1, hd], (k, device)),
             })
@@ -294,7 +314,9 @@ fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
     let rope = Rope::new(&s.rope, device);
     let pos = Tensor::full([b, 1], t_cache, (Kind::Int64, device));
     let (cos, sin) = rope.cos_sin(&pos, t_cache, kind);
-    let k_pos = Tensor::arange(t_cache + 1, (Kind::Int64, device)).unsqueeze(0).repeat([b, 1]);
+    let k_pos = Tensor::arange(t_cache + 1, (Kind::Int64, device))
+        .unsqueeze(0)
+        .repeat([b, 1]);
     let mask = attention_mask(&pos, &k_pos, None);
     let lm_head = (Tensor::randn([s.vocab_size, h], (Kind::Float, device)) * 0.02).to_kind(kind);
     let x0 = Tensor::randn([b, 1, h], opts);
@@ -306,13 +328,27 @@ fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
         mask: bool,
         static_cache: bool,
     }
-    let step = |layers: &[SynthLayer], norm: &RmsNorm, head: &Tensor, x0: &Tensor, cos: &Tensor, sin: &Tensor, v: V| -> i64 {
+    let step = |layers: &[SynthLayer],
+                norm: &RmsNorm,
+                head: &Tensor,
+                x0: &Tensor,
+                cos: &Tensor,
+                sin: &Tensor,
+                v: V|
+     -> i64 {
         let mut x = x0.shallow_clone();
         for ly in layers {
             let hn = norm.forward(&x);
             let (q, k, vv) = if v.fused {
-                let parts = ly.qkv.forward(&hn).split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
-                (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].shallow_clone())
+                let parts = ly
+                    .qkv
+                    .forward(&hn)
+                    .split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
+                (
+                    parts[0].shallow_clone(),
+                    parts[1].shallow_clone(),
+                    parts[2].shallow_clone(),
+                )
             } else {
                 (ly.q.forward(&hn), ly.k.forward(&hn), ly.v.forward(&hn))
             };
@@ -326,10 +362,22 @@ fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
                 slot.copy_(&vv);
                 (ly.kc_room.shallow_clone(), ly.kc_room.shallow_clone())
             } else {
-                (Tensor::cat(&[&ly.kc, &k], 2), Tensor::cat(&[&ly.kc, &vv], 2))
+                (
+                    Tensor::cat(&[&ly.kc, &k], 2),
+                    Tensor::cat(&[&ly.kc, &vv], 2),
+                )
             };
             let m = if v.mask { Some(&mask) } else { None };
-            let a = Tensor::scaled_dot_product_attention(&q, &kf, &vf, m, 0.0, false, Some(s.attn_scale), true);
+            let a = Tensor::scaled_dot_product_attention(
+                &q,
+                &kf,
+                &vf,
+                m,
+                0.0,
+                false,
+                Some(s.attn_scale),
+                true,
+            );
             let a = ly.o.forward(&a.transpose(1, 2).reshape([b, 1, nh * hd]));
             x = &x + a;
             let mlp = if v.fused { &ly.fused_mlp } else { &ly.mlp };
@@ -339,35 +387,86 @@ fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
         logits.argmax(-1, false).int64_value(&[0, 0])
     };
     let n = 10;
-    let now = V { fused: false, mask: true, static_cache: false };
+    let now = V {
+        fused: false,
+        mask: true,
+        static_cache: false,
+    };
     let fused = V { fused: true, ..now };
-    let nomask = V { mask: false, ..fused };
-    let stat = V { static_cache: true, ..nomask };
+    let nomask = V {
+        mask: false,
+        ..fused
+    };
+    let stat = V {
+        static_cache: true,
+        ..nomask
+    };
     eprintln!("synthetic decode step, batch {b}, cache length {t_cache}, {l} layers (random weights, same shapes):");
     let mut rows = vec![
-        ("as the engine does it now", time_ms(n, || { step(&layers, &norm, &lm_head, &x0, &cos, &sin, now); })),
-        ("+ fused qkv and gate_up matmuls", time_ms(n, || { step(&layers, &norm, &lm_head, &x0, &cos, &sin, fused); })),
-        ("+ no attention mask (no padding)", time_ms(n, || { step(&layers, &norm, &lm_head, &x0, &cos, &sin, nomask); })),
-        ("+ preallocated cache (copy, no cat)", time_ms(n, || { step(&layers, &norm, &lm_head, &x0, &cos, &sin, stat); })),
+        (
+            "as the engine does it now",
+            time_ms(n, || {
+                step(&layers, &norm, &lm_head, &x0, &cos, &sin, now);
+            }),
+        ),
+        (
+            "+ fused qkv and gate_up matmuls",
+            time_ms(n, || {
+                step(&layers, &norm, &lm_head, &x0, &cos, &sin, fused);
+            }),
+        ),
+        (
+            "+ no attention mask (no padding)",
+            time_ms(n, || {
+                step(&layers, &norm, &lm_head, &x0, &cos, &sin, nomask);
+            }),
+        ),
+        (
+            "+ preallocated cache (copy, no cat)",
+            time_ms(n, || {
+                step(&layers, &norm, &lm_head, &x0, &cos, &sin, stat);
+            }),
+        ),
     ];
     let matmuls = time_ms(n, || {
         let xi = Tensor::randn([b, 1, inter], opts);
         for ly in &layers {
-            drop((x0.linear::<Tensor>(&ly.qkv.weight, None), x0.linear::<Tensor>(&ly.o.weight, None)));
-            drop((x0.linear::<Tensor>(&ly.fused_mlp.up.weight, None), xi.linear::<Tensor>(&ly.fused_mlp.down.weight, None)));
+            drop((
+                x0.linear::<Tensor>(&ly.qkv.weight, None),
+                x0.linear::<Tensor>(&ly.o.weight, None),
+            ));
+            drop((
+                x0.linear::<Tensor>(&ly.fused_mlp.up.weight, None),
+                xi.linear::<Tensor>(&ly.fused_mlp.down.weight, None),
+            ));
         }
         drop(x0.linear::<Tensor>(&lm_head, None));
     });
     rows.push(("the fused matmuls alone", matmuls));
-    rows.push(("lm_head alone", time_ms(n, || drop(x0.linear::<Tensor>(&lm_head, None)))));
-    rows.push(("tiny op (add of [B,1,H]) x1000", time_ms(n, || (0..1000).for_each(|_| drop(&x0 + &x0)))));
+    rows.push((
+        "lm_head alone",
+        time_ms(n, || drop(x0.linear::<Tensor>(&lm_head, None))),
+    ));
+    rows.push((
+        "tiny op (add of [B,1,H]) x1000",
+        time_ms(n, || (0..1000).for_each(|_| drop(&x0 + &x0))),
+    ));
     if kind == Kind::Float {
         drop(layers);
         let layers = layers_of(Kind::BFloat16);
         let bf = |t: &Tensor| t.to_kind(Kind::BFloat16);
         let (head, x, c, si) = (bf(&lm_head), bf(&x0), bf(&cos), bf(&sin));
-        let norm_bf = RmsNorm::new(Tensor::ones([h], (Kind::BFloat16, device)), s.rms_eps, NormStyle::Plain);
-        rows.push(("fused, no mask, in bf16", time_ms(n, || { step(&layers, &norm_bf, &head, &x, &c, &si, nomask); })));
+        let norm_bf = RmsNorm::new(
+            Tensor::ones([h], (Kind::BFloat16, device)),
+            s.rms_eps,
+            NormStyle::Plain,
+        );
+        rows.push((
+            "fused, no mask, in bf16",
+            time_ms(n, || {
+                step(&layers, &norm_bf, &head, &x, &c, &si, nomask);
+            }),
+        ));
     }
     for (name, t) in rows {
         eprintln!("  {name:<40} {t:8.2} ms");

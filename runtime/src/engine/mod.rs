@@ -53,7 +53,9 @@ pub struct Engine<'a> {
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(net: &'a Transformer, config: EngineConfig) -> Self {
+    pub fn new(net: &'a Transformer, mut config: EngineConfig) -> Self {
+        // A batch of zero would admit nothing and `run_to_completion` would never return.
+        config.max_batch_size = config.max_batch_size.max(1);
         let cache = net.new_cache();
         Engine { net, tokenizer: None, config, waiting: VecDeque::new(), active: Vec::new(), cache, next_id: 0 }
     }
