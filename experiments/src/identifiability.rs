@@ -20,9 +20,9 @@ Columns: MCC = mean |Pearson correlation| between true latents and recovered one
 Hungarian matching, over the shared (>= 2 agents) and private true latents; structure F1 = F1 of
 the recovered agent-by-latent matrix B against the truth (after the same matching).
 
-Estimators: paper (element-wise l1 of the decoder Jacobian), column-norm (the same with each
-Jacobian column scaled by its latent's standard deviation), group (l2 over each agent's rows, l1
-across agents and latents, column-normalized).";
+Estimators: paper (element-wise l1 of the decoder Jacobian), column-norm (the default: the same
+with each Jacobian column scaled by its latent's standard deviation), group (l2 over each agent's
+rows, l1 across agents and latents, column-normalized), log (an l0 relaxation of column-norm).";
 
 #[derive(clap::Args)]
 #[command(long_about = LONG_ABOUT)]
@@ -38,7 +38,7 @@ pub struct Args {
     latent_dim: usize,
     #[arg(long, default_value_t = 5000)]
     samples: usize,
-    /// paper, column-norm or group.
+    /// paper, column-norm, group or log.
     #[arg(long, default_value = "column-norm")]
     estimator: String,
     /// Weight of the Jacobian penalty.
@@ -77,7 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         other => anyhow::bail!("unknown aggregate '{other}' (known: max, mean)"),
     };
     let config = BenchConfig {
-        data: SyntheticConfig { agents: args.agents, latent_dim: args.latent_dim, samples: args.samples, seed: args.seed },
+        data: SyntheticConfig {
+            agents: args.agents,
+            latent_dim: args.latent_dim,
+            samples: args.samples,
+            seed: args.seed,
+        },
         estimator,
         lambda: args.lambda,
         hidden: args.hidden.clone(),

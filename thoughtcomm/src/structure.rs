@@ -54,8 +54,10 @@ impl ThoughtStructure {
     /// Thresholds a score matrix (`[agent][latent]`, any non-negative scale).
     pub fn from_scores(scores: Vec<Vec<f64>>, config: &StructureConfig) -> Self {
         let max = scores.iter().flatten().copied().fold(0.0f64, f64::max);
-        let scores: Vec<Vec<f64>> =
-            scores.into_iter().map(|row| row.into_iter().map(|s| if max > 0.0 { s / max } else { 0.0 }).collect()).collect();
+        let scores: Vec<Vec<f64>> = scores
+            .into_iter()
+            .map(|row| row.into_iter().map(|s| if max > 0.0 { s / max } else { 0.0 }).collect())
+            .collect();
         let b: Vec<Vec<bool>> = scores.iter().map(|row| row.iter().map(|&s| s > config.threshold).collect()).collect();
         let k = b.first().map_or(0, Vec::len);
         let alpha = (0..k).map(|j| b.iter().filter(|row| row[j]).count()).collect();

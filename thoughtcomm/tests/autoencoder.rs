@@ -29,7 +29,8 @@ fn train() -> TrainConfig {
 #[test]
 fn closed_form_jacobian_matches_autograd() {
     one_thread();
-    let cfg = AutoencoderConfig { block_sizes: vec![3, 5], latent_dim: 4, hidden: vec![9, 7, 6], ..config(Estimator::Paper) };
+    let cfg =
+        AutoencoderConfig { block_sizes: vec![3, 5], latent_dim: 4, hidden: vec![9, 7, 6], ..config(Estimator::Paper) };
     let ae = ThoughtAutoencoder::new(cfg, train()).expect("autoencoder");
     let z = Tensor::randn([10, 4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let (x, jac) = ae.network().decoder.forward_with_jacobian(&z);
@@ -92,7 +93,8 @@ fn resumed_training_equals_uninterrupted_training() {
 fn decode_inverts_normalization_and_reconstructs() {
     one_thread();
     let s = states(3);
-    let mut ae = ThoughtAutoencoder::new(AutoencoderConfig { lambda: 0.0, ..config(Estimator::Paper) }, train()).expect("new");
+    let mut ae =
+        ThoughtAutoencoder::new(AutoencoderConfig { lambda: 0.0, ..config(Estimator::Paper) }, train()).expect("new");
     ae.fit(&s, 1500).expect("fit");
     let h_hat = ae.decode(&ae.encode(&s).expect("encode")).expect("decode");
     let rel = (&h_hat - s.h()).square().mean(Kind::Float) / s.h().var(true);

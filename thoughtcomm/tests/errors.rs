@@ -9,7 +9,13 @@ fn block(rows: i64, cols: i64) -> Tensor {
 }
 
 fn config() -> AutoencoderConfig {
-    AutoencoderConfig { block_sizes: vec![3, 4], latent_dim: 2, hidden: vec![8], lambda: 1e-3, estimator: Estimator::ColumnNorm }
+    AutoencoderConfig {
+        block_sizes: vec![3, 4],
+        latent_dim: 2,
+        hidden: vec![8],
+        lambda: 1e-3,
+        estimator: Estimator::ColumnNorm,
+    }
 }
 
 fn message<T: std::fmt::Debug>(r: Result<T, ThoughtError>) -> (ThoughtError, String) {
@@ -29,7 +35,8 @@ fn mismatched_sample_counts() {
 fn mismatched_dimensions() {
     let (_, m) = message(AgentStates::from_concat(block(5, 6), vec![3, 4]));
     assert!(m.contains("width of the concatenated states is 6, expected 7"), "{m}");
-    let (_, m) = message(AgentStates::from_blocks(&[block(5, 3), Tensor::zeros([5, 2, 2], (Kind::Float, tch::Device::Cpu))]));
+    let (_, m) =
+        message(AgentStates::from_blocks(&[block(5, 3), Tensor::zeros([5, 2, 2], (Kind::Float, tch::Device::Cpu))]));
     assert!(m.contains("agent 1"), "{m}");
     // States whose agent blocks differ from the autoencoder's.
     let mut ae = ThoughtAutoencoder::new(config(), TrainConfig::default()).expect("new");
@@ -66,7 +73,8 @@ fn empty_input() {
     assert!(matches!(e, ThoughtError::Empty(_)) && m.contains("0 samples"), "{m}");
     let (_, m) = message(AgentStates::from_concat(block(5, 3), vec![3, 0]));
     assert!(m.contains("agent 1 has state dimension 0"), "{m}");
-    let (e, m) = message(ThoughtAutoencoder::new(AutoencoderConfig { block_sizes: vec![], ..config() }, TrainConfig::default()));
+    let (e, m) =
+        message(ThoughtAutoencoder::new(AutoencoderConfig { block_sizes: vec![], ..config() }, TrainConfig::default()));
     assert!(matches!(e, ThoughtError::Config(_)) && m.contains("block_sizes is empty"), "{m}");
 }
 
@@ -96,7 +104,8 @@ fn checkpoint_of_another_shape() {
     let (e, m) = message(ThoughtAutoencoder::load_expecting(&path, &AutoencoderConfig { latent_dim: 3, ..config() }));
     assert!(matches!(e, ThoughtError::CheckpointMismatch { .. }), "{m}");
     assert!(m.contains("latent_dim is 2 in the checkpoint but 3 was asked for"), "{m}");
-    let (_, m) = message(ThoughtAutoencoder::load_expecting(&path, &AutoencoderConfig { block_sizes: vec![3, 5], ..config() }));
+    let (_, m) =
+        message(ThoughtAutoencoder::load_expecting(&path, &AutoencoderConfig { block_sizes: vec![3, 5], ..config() }));
     assert!(m.contains("block_sizes is [3, 4] in the checkpoint but [3, 5]"), "{m}");
     let (_, m) = message(ThoughtAutoencoder::load_expecting(&path, &AutoencoderConfig { hidden: vec![9], ..config() }));
     assert!(m.contains("hidden is [8]"), "{m}");
