@@ -284,13 +284,8 @@ impl<'a> Engine<'a> {
 
     fn decode(&mut self, events: &mut Vec<EngineEvent>) {
         let net = self.net;
-        let device = net.device();
-        let b = self.active.len() as i64;
-        let ids: Vec<i64> = self.active.iter().map(|a| a.pending_token()).collect();
-        let pos: Vec<i64> = self.active.iter().map(|a| a.next_position).collect();
         let layers = state::union_of_generated_layers(self.active.iter());
-        let ids = Tensor::from_slice(&ids).to_device(device).view([b, 1]);
-        let positions = Tensor::from_slice(&pos).to_device(device).view([b, 1]);
+        let (ids, positions) = state::step_inputs(net, self.active.iter());
         let (hidden, states) = net.forward_embeds(&net.embed(&ids), &positions, &mut self.cache, &layers);
         let logits = net.logits(&hidden.squeeze_dim(1));
         let mut finished = Vec::new();

@@ -173,17 +173,21 @@ fn stack(states: &[Tensor]) -> Tensor {
 /// Feeds each sequence's final token (rows of `cache` in the order of `seqs`) so that its state
 /// is captured; the logits are not needed.
 pub(super) fn feed_final_tokens(net: &Transformer, cache: &mut KvCache, seqs: &mut [&mut Active]) {
-    let device = net.device();
-    let b = seqs.len() as i64;
-    let ids: Vec<i64> = seqs.iter().map(|a| a.pending_token()).collect();
-    let pos: Vec<i64> = seqs.iter().map(|a| a.next_position).collect();
     let all = union_of_generated_layers(seqs.iter().map(|a| &**a));
-    let ids = Tensor::from_slice(&ids).to_device(device).view([b, 1]);
-    let positions = Tensor::from_slice(&pos).to_device(device).view([b, 1]);
+    let (ids, positions) = step_inputs(net, seqs.iter().map(|a| &**a));
     let (_, states) = net.forward_embeds(&net.embed(&ids), &positions, cache, &all);
     for (i, a) in seqs.iter_mut().enumerate() {
         a.captures.record_generated_row(&all, &states, i as i64);
     }
+}
+
+/// The inputs of one decode step for `seqs` (one row each): their pending tokens and positions,
+/// both `[B, 1]` on the network's device.
+pub(super) fn step_inputs<'s>(net: &Transformer, seqs: impl Iterator<Item = &'s Active>) -> (Tensor, Tensor) {
+    let (ids, pos): (Vec<i64>, Vec<i64>) = seqs.map(|a| (a.pending_token(), a.next_position)).unzip();
+    let b = ids.len() as i64;
+    let device = net.device();
+    (Tensor::from_slice(&ids).to_device(device).view([b, 1]), Tensor::from_slice(&pos).to_device(device).view([b, 1]))
 }
 
 /// The sorted union of the layers that `seqs` capture at generated tokens.
