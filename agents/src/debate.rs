@@ -1,8 +1,11 @@
 //! Debate modes over the runtime: `single` (one agent, one answer), `self-consistency` (N
 //! independent samples, majority vote) and `text` debate (Du et al. 2023: N agents answer alone,
 //! then in each later round every agent sees the others' latest responses and answers again; the
-//! final answer is the majority of the last round). All agents of a round are sent at once so the
-//! runtime batches them; several problems run concurrently for fuller batches.
+//! final answer is the majority of the last round), and `thoughtcomm` (text debate in which, before
+//! each later round, the runtime turns the agents' hidden states into latent thoughts and gives
+//! each agent a prefix made from the thoughts routed to it; see `thoughts`). All agents of a round
+//! are sent at once so the runtime batches them; several problems run concurrently for fuller
+//! batches.
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +21,7 @@ use crate::metrics;
 use crate::prompts;
 use crate::results::{AgentTurn, ProblemResult};
 use crate::states::RoundStates;
+use crate::thoughts::{self, ThoughtRoundRecord, ThoughtsConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +29,15 @@ pub enum Mode {
     Single,
     SelfConsistency,
     Text,
+    #[serde(rename = "thoughtcomm")]
+    ThoughtComm,
+}
+
+impl Mode {
+    /// Modes with several rounds in which agents see each other.
+    pub fn debates(self) -> bool {
+        matches!(self, Mode::Text | Mode::ThoughtComm)
+    }
 }
 
 /// One agent of a debate.
@@ -53,6 +66,9 @@ pub struct DebateConfig {
     pub seed: u64,
     /// Save each agent's hidden state per round at this layer (transformers numbering).
     pub save_states_layer: Option<u32>,
+    /// ThoughtComm mode's pipeline and ablations (absent for the other modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thoughts: Option<ThoughtsConfig>,
 }
 
 impl DebateConfig {
@@ -69,6 +85,8 @@ pub enum DebateError {
     Problem { id: String, message: String },
     #[error("{0}")]
     Io(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A debate bound to a runtime: one runtime agent per configured agent.
@@ -79,7 +97,16 @@ pub struct Debate {
 }
 
 impl Debate {
+    /// Creates the agents; in ThoughtComm mode first checks that the pipeline fits them.
     pub async fn new(mut client: RuntimeClient, config: DebateConfig) -> Result<Self, DebateError> {
+        match (&config.thoughts, config.mode) {
+            (Some(t), Mode::ThoughtComm) => {
+                thoughts::check_pipeline(&mut client, t, &config.agents).await?;
+            }
+            (None, Mode::ThoughtComm) => return Err(DebateError::Config("thoughtcomm mode needs a thought pipeline".into())),
+            (Some(_), _) => return Err(DebateError::Config("a thought pipeline is only used in thoughtcomm mode".into())),
+            (None, _) => {}
+        }
         let mut agent_ids = Vec::new();
         for agent in &config.agents {
             agent_ids.push(client.create_agent(&agent.model, &agent.role, None).await?.id);
@@ -132,27 +159,26 @@ async fn solve(
     let start = Instant::now();
     let math = config.is_math();
     let n = agent_ids.len();
-    let rounds = if config.mode == Mode::Text { config.rounds.max(1) } else { 1 };
-    // Each agent's own conversation (Du et al. keep the whole history per agent).
-    let mut histories: Vec<Vec<v1::ChatMessage>> = vec![Vec::new(); n];
+    let rounds = if config.mode.debates() { config.rounds.max(1) } else { 1 };
+    let thought_config = config.thoughts.as_ref().filter(|_| config.mode == Mode::ThoughtComm);
+    let mut prefix_ids: Vec<String> = vec![String::new(); n];
+    let mut thought_rounds: Vec<ThoughtRoundRecord> = Vec::new();
+    let show_text = thought_config.is_none_or(|t| t.show_text);
     let mut turns: Vec<Vec<AgentTurn>> = Vec::new();
     let mut states = config.save_states_layer.map(|layer| RoundStates::new(&problem.id, layer));
     for round in 0..rounds {
-        for (a, history) in histories.iter_mut().enumerate() {
-            let content = if round == 0 {
-                prompts::first_round(&problem.question, math)
-            } else {
-                let others: Vec<&str> = (0..n).filter(|&o| o != a).map(|o| turns[round - 1][o].response.as_str()).collect();
-                prompts::later_round(&problem.question, &others, math)
-            };
-            history.push(v1::ChatMessage { role: "user".into(), content });
-        }
+        let round_start = Instant::now();
+        let responses: Vec<Vec<String>> = turns.iter().map(|r| r.iter().map(|t| t.response.clone()).collect()).collect();
         let mut calls = JoinSet::new();
-        for (a, history) in histories.iter().enumerate() {
+        for a in 0..n {
             let agent = &config.agents[a];
+            let messages = prompts::conversation(&problem.question, math, &responses, a, show_text)
+                .into_iter()
+                .map(|(role, content)| v1::ChatMessage { role: role.into(), content })
+                .collect();
             let request = v1::GenerateRequest {
                 agent_id: agent_ids[a].clone(),
-                input: Some(v1::generate_request::Input::Messages(v1::ChatMessages { messages: history.clone() })),
+                input: Some(v1::generate_request::Input::Messages(v1::ChatMessages { messages })),
                 raw: false,
                 sampling: Some(v1::SamplingParams {
                     max_new_tokens: Some(config.max_new_tokens),
@@ -168,6 +194,9 @@ async fn solve(
                     points: vec![v1::CapturePoint::LastGeneratedToken as i32],
                 }),
                 prefix_embeddings: None,
+                // The last round's states feed nothing; keeping one costs an extra decode step.
+                thought_pipeline: thought_config.filter(|_| round + 1 < rounds).map(|t| t.pipeline.clone()).unwrap_or_default(),
+                prefix_id: std::mem::take(&mut prefix_ids[a]),
             };
             let mut client = client.clone();
             calls.spawn(async move { (a, client.generate(request).await) });
@@ -177,14 +206,16 @@ async fn solve(
             let (a, reply) = joined.map_err(|e| DebateError::Io(format!("generate task failed: {e}")))?;
             replies[a] = Some(reply?);
         }
+        let round_s = round_start.elapsed().as_secs_f64();
         let mut round_turns = Vec::with_capacity(n);
+        let mut state_ids = Vec::with_capacity(n);
         for (a, reply) in replies.into_iter().enumerate() {
             let reply = reply.ok_or_else(|| DebateError::Problem { id: problem.id.clone(), message: format!("agent {a} got no reply") })?;
+            state_ids.push(reply.thought_state_id.clone());
             if let Some(states) = states.as_mut() {
                 states.add(round, a, &reply).map_err(|message| DebateError::Problem { id: problem.id.clone(), message })?;
             }
             let checked = answer::check(config.grader, &reply.text, &problem.gold);
-            histories[a].push(v1::ChatMessage { role: "assistant".into(), content: reply.text.clone() });
             round_turns.push(AgentTurn {
                 agent: a,
                 answer: checked.answer,
@@ -195,6 +226,12 @@ async fn solve(
             });
         }
         turns.push(round_turns);
+        if let Some(t) = thought_config.filter(|_| round + 1 < rounds) {
+            let seed = turn_seed(config.seed, &problem.id, round, n);
+            let (ids, record) = thoughts::compose(&mut client.clone(), t, state_ids, seed, round, round_s).await?;
+            prefix_ids = ids;
+            thought_rounds.push(record);
+        }
     }
     let equal = config.grader.equal();
     let consensus: Vec<f64> = turns
@@ -216,7 +253,8 @@ async fn solve(
         rounds: turns,
         consensus,
         wall_time_s: start.elapsed().as_secs_f64(),
-        thoughts: None,
+        thoughts: thought_config
+            .map(|t| serde_json::json!({ "pipeline": t.pipeline, "rounds": thought_rounds })),
     };
     Ok((result, states))
 }

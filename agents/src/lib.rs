@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod prompts;
 pub mod results;
 pub mod states;
+pub mod thoughts;

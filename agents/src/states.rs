@@ -9,6 +9,12 @@ use proto::v1;
 
 pub const STATES_DIR: &str = "states";
 
+/// The file (under `<run>/states/`) that holds a problem's states.
+pub fn file_name(problem_id: &str) -> String {
+    let name: String = problem_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{name}.safetensors")
+}
+
 pub struct RoundStates {
     problem_id: String,
     layer: u32,
@@ -43,8 +49,7 @@ impl RoundStates {
     pub fn save(&self, run_dir: &Path) -> Result<PathBuf, String> {
         let dir = run_dir.join(STATES_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let name: String = self.problem_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let path = dir.join(format!("{name}.safetensors"));
+        let path = dir.join(file_name(&self.problem_id));
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors
             .iter()

@@ -7,6 +7,7 @@ use agents::answer::Grader;
 use agents::dataset::{self, AnswerFormat, Dataset};
 use agents::debate::{AgentConfig, Debate, DebateConfig, Mode};
 use agents::prompts::DEFAULT_ROLES;
+use agents::thoughts::{AgreementMode, RoutingMode, ThoughtsConfig};
 use agents::results::RunWriter;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
@@ -20,6 +21,27 @@ pub enum ModeArg {
     SelfConsistency,
     /// Du et al. 2023 debate: N agents, R rounds, each sees the others' latest answers.
     Text,
+    /// Text debate plus latent thoughts: before each later round every agent gets a prefix made
+    /// from the thoughts routed to it (needs --thoughts, a folder from `tcomm train`).
+    Thoughtcomm,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RoutingArg {
+    /// Each agent gets the thoughts that affect its own state (the paper).
+    Routed,
+    /// Ablation: all thoughts to all agents.
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AgreementArg {
+    /// The weights the adapters were trained with (learned unless trained otherwise).
+    Trained,
+    /// w[alpha] = alpha / n.
+    Fixed,
+    /// Ablation: no agreement reweighting.
+    None,
 }
 
 #[derive(Args)]
@@ -92,6 +114,22 @@ pub struct DebateArgs {
     /// Device of the in-process runtime.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// thoughtcomm: the trained thought pipeline folder (from `tcomm train`); with --runtime, a
+    /// path on the server's machine.
+    #[arg(long)]
+    pub thoughts: Option<PathBuf>,
+    /// thoughtcomm: do not show the other agents' responses in later rounds (the prefix replaces them).
+    #[arg(long)]
+    pub hide_text: bool,
+    /// thoughtcomm: which thoughts reach each agent.
+    #[arg(long, value_enum, default_value = "routed")]
+    pub routing: RoutingArg,
+    /// thoughtcomm: agreement weights.
+    #[arg(long, value_enum, default_value = "trained")]
+    pub agreement: AgreementArg,
+    /// thoughtcomm ablation: random latents of the same norm instead of the extracted thoughts.
+    #[arg(long)]
+    pub random_latents: bool,
 }
 
 impl DebateArgs {
@@ -100,6 +138,26 @@ impl DebateArgs {
             ModeArg::Single => (Mode::Single, 1, 1),
             ModeArg::SelfConsistency => (Mode::SelfConsistency, self.agents, 1),
             ModeArg::Text => (Mode::Text, self.agents, self.rounds),
+            ModeArg::Thoughtcomm => (Mode::ThoughtComm, self.agents, self.rounds),
+        };
+        let thoughts = match (self.mode, &self.thoughts) {
+            (ModeArg::Thoughtcomm, Some(dir)) => Some(ThoughtsConfig {
+                pipeline: pipeline_name(dir),
+                show_text: !self.hide_text,
+                routing: match self.routing {
+                    RoutingArg::Routed => RoutingMode::Routed,
+                    RoutingArg::All => RoutingMode::All,
+                },
+                agreement: match self.agreement {
+                    AgreementArg::Trained => AgreementMode::Trained,
+                    AgreementArg::Fixed => AgreementMode::Fixed,
+                    AgreementArg::None => AgreementMode::None,
+                },
+                random_latents: self.random_latents,
+            }),
+            (ModeArg::Thoughtcomm, None) => bail!("--mode thoughtcomm needs --thoughts DIR (a pipeline folder from `tcomm train`)"),
+            (_, Some(_)) => bail!("--thoughts is only used with --mode thoughtcomm"),
+            (_, None) => None,
         };
         if agents == 0 || rounds == 0 {
             bail!("--agents and --rounds must be at least 1");
@@ -147,6 +205,7 @@ impl DebateArgs {
             max_new_tokens: self.max_new_tokens,
             seed: self.seed,
             save_states_layer,
+            thoughts,
         })
     }
 
@@ -164,6 +223,12 @@ impl DebateArgs {
         };
         Ok(dataset::sample(problems, self.limit, None))
     }
+}
+
+/// The name a pipeline folder is loaded under: its path as given, so that the run's config.json
+/// says which pipeline it used.
+fn pipeline_name(dir: &std::path::Path) -> String {
+    dir.display().to_string()
 }
 
 fn grader_of(format: &str) -> anyhow::Result<Grader> {
@@ -190,6 +255,11 @@ pub fn run(args: DebateArgs) -> anyhow::Result<()> {
         let mut client = proto::client::RuntimeClient::connect(&url, args.runtime_token.as_deref()).await?;
         let num_layers = client.model_info(&models[0]).await?.map(|m| m.num_layers.max(0) as u32);
         let config = args.config(num_layers)?;
+        if let (Some(dir), Some(t)) = (&args.thoughts, &config.thoughts) {
+            if client.thought_pipeline(&t.pipeline).await?.is_none() {
+                client.load_thought_pipeline(&t.pipeline, &dir.display().to_string()).await?;
+            }
+        }
         let config_json = serde_json::to_value(&config)?;
         let (mut writer, done) = RunWriter::open(&args.out, &config_json)?;
         let done_ids: HashSet<String> = done.iter().map(|r| r.id.clone()).collect();

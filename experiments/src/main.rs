@@ -7,6 +7,11 @@ mod inprocess;
 mod models;
 mod report;
 mod serve;
+mod structure_plot;
+mod train;
+mod train_adapter;
+mod train_pipeline;
+mod trajectories;
 
 use clap::{Parser, Subcommand};
 
@@ -32,12 +37,18 @@ enum Command {
     Identifiability(identifiability::Args),
     /// Run the gRPC runtime that hosts agents
     Serve(serve::ServeArgs),
-    /// Run a debate mode (single, self-consistency, text) on GSM8K, MATH or your JSONL.
+    /// Run a debate mode (single, self-consistency, text, thoughtcomm) on GSM8K, MATH or your JSONL.
     Debate(debate::DebateArgs),
     /// Compare runs: markdown table with intervals and paired tests, plots per round.
     Report(report::ReportArgs),
     /// Benchmarks: decode speed against transformers (and llama.cpp)
     Bench(bench::BenchArgs),
+    /// Train the thought autoencoder on the hidden states a debate saved (--save-states).
+    TrainAe(train::TrainAeArgs),
+    /// Train the prefix adapter(s) on a debate's trajectories and write a thought pipeline folder.
+    TrainAdapter(train_adapter::TrainAdapterArgs),
+    /// The whole ThoughtComm training pipeline: collect states, train the autoencoder and adapter.
+    Train(train_pipeline::TrainArgs),
 }
 
 fn main() {
@@ -57,6 +68,9 @@ fn main() {
         Command::Debate(args) => debate::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::TrainAe(args) => train::train_ae(args),
+        Command::TrainAdapter(args) => train_adapter::run(args),
+        Command::Train(args) => train_pipeline::run(args),
     };
     if let Err(err) = result {
         // One line, the whole chain of causes, no backtrace: users read this as the message.

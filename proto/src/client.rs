@@ -171,6 +171,23 @@ pub fn prompt_request(agent_id: &str, prompt: &str, sampling: Option<pb::Samplin
 }
 
 impl RuntimeClient {
+    /// Loads a thought pipeline folder (on the server's file system) under `name` ("" = the path).
+    pub async fn load_thought_pipeline(&mut self, name: &str, path: &str) -> Result<pb::ThoughtPipelineInfo, Status> {
+        let request = pb::LoadThoughtPipelineRequest { name: name.into(), path: path.into() };
+        let reply = self.inner.load_thought_pipeline(request).await?.into_inner();
+        reply.pipeline.ok_or_else(|| Status::internal("LoadThoughtPipeline returned no pipeline"))
+    }
+
+    /// The loaded thought pipeline called `name`, if any.
+    pub async fn thought_pipeline(&mut self, name: &str) -> Result<Option<pb::ThoughtPipelineInfo>, Status> {
+        let reply = self.inner.list_thought_pipelines(pb::ListThoughtPipelinesRequest {}).await?.into_inner();
+        Ok(reply.pipelines.into_iter().find(|p| p.name == name))
+    }
+
+    pub async fn compose_thoughts(&mut self, request: pb::ComposeThoughtsRequest) -> Result<pb::ComposeThoughtsResponse, Status> {
+        Ok(self.inner.compose_thoughts(request).await?.into_inner())
+    }
+
     /// The loaded model called `name`, if the runtime serves it.
     pub async fn model_info(&mut self, name: &str) -> Result<Option<pb::ModelInfo>, Status> {
         Ok(self.list_models().await?.into_iter().find(|m| m.name == name))

@@ -1,6 +1,7 @@
 //! The inference engine of ThoughtComm-RS: model files (GGUF, Hugging Face safetensors
 //! checkpoints), tokenizers and chat templates, the transformer architectures on libtorch, and
-//! generation. The gRPC runtime that hosts agents on top of this engine arrives with issue #5.
+//! generation, the gRPC runtime that hosts agents on top of this engine (`server`), and the
+//! frozen-model view that prefix adapters train through (`thought_model`).
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod loader;
 pub mod models;
 pub mod registry;
 pub mod server;
+pub mod thought_model;
 pub mod tokenizer;
 pub mod weights;
 

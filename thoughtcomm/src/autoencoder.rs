@@ -110,16 +110,16 @@ impl AutoencoderConfig {
 
 /// A dense layer `y = x W^T + b` whose parameters live in a `VarStore`.
 #[derive(Debug)]
-struct Dense {
-    w: Tensor,
-    b: Tensor,
+pub(crate) struct Dense {
+    pub(crate) w: Tensor,
+    pub(crate) b: Tensor,
 }
 
 impl Dense {
     /// PyTorch's default `nn.Linear` initialization, U(-1/sqrt(in), 1/sqrt(in)) for weights and
     /// biases, drawn from our own seeded generator so that a model's initial weights depend on
     /// its seed only, not on libtorch's global generator (which parallel tests share).
-    fn new(path: nn::Path, input: i64, output: i64, rng: &mut StdRng) -> Self {
+    pub(crate) fn new(path: nn::Path, input: i64, output: i64, rng: &mut StdRng) -> Self {
         let bound = 1.0 / (input as f64).sqrt();
         let mut draw = |n: i64| -> Tensor {
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
@@ -130,7 +130,7 @@ impl Dense {
         Self { w, b }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.w, Some(&self.b))
     }
 }

@@ -1,16 +1,15 @@
 //! Checkpoints: `NAME.safetensors` (network weights and Adam moments) and `NAME.json` beside it
 //! (shapes, objective, optimizer settings, normalization statistics, step), so training resumes
 //! exactly and a checkpoint of another shape is refused with the field that differs.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use crate::autoencoder::{AutoencoderConfig, ThoughtNetwork};
 use crate::error::{Result, ThoughtError};
 use crate::states::Normalization;
-use crate::train::{Adam, ThoughtAutoencoder, TrainConfig};
+use crate::optim::{load_trainable, save_trainable};
+use crate::train::{ThoughtAutoencoder, TrainConfig};
 
 /// Bumped when the layout of either file changes.
 const FORMAT_VERSION: u32 = 1;
@@ -30,21 +29,10 @@ pub fn config_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
 
-fn moment_names(name: &str) -> (String, String) {
-    (format!("adam.m.{name}"), format!("adam.v.{name}"))
-}
-
 impl ThoughtAutoencoder {
     /// Writes `weights` (should end in `.safetensors`) and its JSON config beside it.
     pub fn save(&self, weights: &Path) -> Result<()> {
-        let mut named: Vec<(String, Tensor)> = self.net.vs.variables().into_iter().collect();
-        for (name, m, v) in &self.adam.moments {
-            let (mn, vn) = moment_names(name);
-            named.push((mn, m.shallow_clone()));
-            named.push((vn, v.shallow_clone()));
-        }
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        Tensor::write_safetensors(&named, weights)?;
+        save_trainable(&self.net.vs, &self.adam, weights)?;
         let meta = CheckpointMeta {
             format_version: FORMAT_VERSION,
             config: self.config().clone(),
@@ -52,18 +40,13 @@ impl ThoughtAutoencoder {
             normalization: self.normalization.clone(),
             step: self.step,
         };
-        let path = config_path(weights);
-        let json = serde_json::to_string_pretty(&meta)
-            .map_err(|e| ThoughtError::Checkpoint { path: path.clone(), message: e.to_string() })?;
-        std::fs::write(&path, json).map_err(|source| ThoughtError::Io { path, source })
+        write_json(&config_path(weights), &meta)
     }
 
     /// Loads a checkpoint written by [`ThoughtAutoencoder::save`].
     pub fn load(weights: &Path) -> Result<Self> {
         let path = config_path(weights);
-        let text = std::fs::read_to_string(&path).map_err(|source| ThoughtError::Io { path: path.clone(), source })?;
-        let meta: CheckpointMeta = serde_json::from_str(&text)
-            .map_err(|e| ThoughtError::Checkpoint { path: path.clone(), message: format!("bad config JSON: {e}") })?;
+        let meta: CheckpointMeta = read_json(&path)?;
         if meta.format_version != FORMAT_VERSION {
             return Err(mismatch(&path, "format_version", meta.format_version, FORMAT_VERSION));
         }
@@ -82,23 +65,7 @@ impl ThoughtAutoencoder {
             }
         }
         let net = ThoughtNetwork::new(&meta.config, meta.train.seed)?;
-        let mut adam = Adam::new(&net);
-        let stored: HashMap<String, Tensor> = Tensor::read_safetensors(weights)
-            .map_err(|e| ThoughtError::Checkpoint { path: weights.to_path_buf(), message: e.to_string() })?
-            .into_iter()
-            .collect();
-        let vars = net.vs.variables();
-        tch::no_grad(|| -> Result<()> {
-            for (name, m, v) in adam.moments.iter_mut() {
-                let (mn, vn) = moment_names(name);
-                if let Some(var) = vars.get(name) {
-                    var.shallow_clone().f_copy_(take(weights, &stored, name, var)?)?;
-                }
-                *m = take(weights, &stored, &mn, m)?.shallow_clone();
-                *v = take(weights, &stored, &vn, v)?.shallow_clone();
-            }
-            Ok(())
-        })?;
+        let adam = load_trainable(&net.vs, weights)?;
         Ok(Self { net, train: meta.train, normalization: meta.normalization, step: meta.step, adam })
     }
 
@@ -122,7 +89,7 @@ impl ThoughtAutoencoder {
     }
 }
 
-fn mismatch(path: &Path, field: &str, found: impl ToString, expected: impl ToString) -> ThoughtError {
+pub(crate) fn mismatch(path: &Path, field: &str, found: impl ToString, expected: impl ToString) -> ThoughtError {
     ThoughtError::CheckpointMismatch {
         path: path.to_path_buf(),
         field: field.into(),
@@ -131,22 +98,16 @@ fn mismatch(path: &Path, field: &str, found: impl ToString, expected: impl ToStr
     }
 }
 
-/// The stored tensor `name`, checked against the shape the JSON config implies. libtorch's copy
-/// would broadcast a wrong-shaped tensor silently, so the shapes are compared first.
-fn take<'a>(weights: &Path, stored: &'a HashMap<String, Tensor>, name: &str, like: &Tensor) -> Result<&'a Tensor> {
-    let path = weights.to_path_buf();
-    let t = stored
-        .get(name)
-        .ok_or_else(|| ThoughtError::Checkpoint { path: path.clone(), message: format!("missing tensor '{name}'") })?;
-    if t.size() != like.size() {
-        return Err(ThoughtError::Checkpoint {
-            path,
-            message: format!(
-                "tensor '{name}' has shape {:?} but the config implies {:?} (weights and config do not belong together)",
-                t.size(),
-                like.size()
-            ),
-        });
-    }
-    Ok(t)
+/// Writes `value` as pretty JSON to `path`.
+pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|e| ThoughtError::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
+    std::fs::write(path, json).map_err(|source| ThoughtError::Io { path: path.to_path_buf(), source })
+}
+
+/// Reads a JSON file written by [`write_json`], naming the file in every error.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| ThoughtError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ThoughtError::Checkpoint { path: path.to_path_buf(), message: format!("bad config JSON: {e}") })
 }

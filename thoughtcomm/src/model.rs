@@ -1,11 +1,10 @@
 //! What the method needs from a language model. The `runtime` crate implements this trait; this
 //! crate depends on no model code, so the autoencoder, routing and adapter can be tested alone.
-use tch::Tensor;
+use tch::{Device, Tensor};
 
-/// A frozen causal language model seen through the three operations ThoughtComm uses: reading its
-/// sizes (to pick the state layer and shape the prefix), embedding tokens, and running a forward
-/// pass with a prefix of continuous vectors before the token embeddings (the injection of
-/// Section 4 of the design note).
+/// A frozen causal language model seen through the operations the prefix adapter's training
+/// uses: its sizes, its input-embedding table, and a forward pass with a prefix of continuous
+/// vectors before the token embeddings (the injection of Section 4 of the design note).
 pub trait LanguageModel {
     /// Width of the residual stream: the size of one hidden state and of one prefix vector.
     fn hidden_size(&self) -> i64;
@@ -13,13 +12,17 @@ pub trait LanguageModel {
     /// Number of transformer layers; hidden states are taken at a layer in `0..=num_layers()`.
     fn num_layers(&self) -> i64;
 
-    /// Input embeddings of `ids`, shape `[ids.len(), hidden_size]`, on the model's device. Used for
-    /// the mean-embedding cosine term of the adapter's objective.
-    fn embed_tokens(&self, ids: &[u32]) -> Tensor;
+    /// Where the model computes; prefixes must be built there.
+    fn device(&self) -> Device;
 
-    /// Next-token logits `[ids.len(), vocab]` at the token positions of the sequence `prefix`
+    /// The vectors token ids are embedded to, `[vocab, hidden_size]` (scaled as the model scales
+    /// its input embeddings, so a prefix vector lives in the same space). Used for the
+    /// mean-embedding cosine term of the adapter's objective.
+    fn input_embeddings(&self) -> Tensor;
+
+    /// Next-token logits (f32) at the last `last` positions of the sequence `prefix`
     /// (`[m, hidden_size]` continuous vectors) followed by the embedded `ids`: row `t` scores the
-    /// token after `ids[t]`. The prefix positions' own logits are not returned. The result must stay
-    /// differentiable with respect to `prefix` so the prefix adapter trains with the backbone frozen.
-    fn forward_with_prefix(&self, prefix: &Tensor, ids: &[u32]) -> Tensor;
+    /// token after `ids[ids.len() - last + t]`. The result must stay differentiable with respect
+    /// to `prefix`, so the prefix adapter trains with the backbone frozen.
+    fn forward_with_prefix(&self, prefix: &Tensor, ids: &[u32], last: usize) -> Tensor;
 }

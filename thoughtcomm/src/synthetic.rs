@@ -60,7 +60,7 @@ fn groups(agents: usize) -> Vec<Vec<usize>> {
     out
 }
 
-fn normal(rng: &mut StdRng) -> f64 {
+pub(crate) fn normal(rng: &mut StdRng) -> f64 {
     // Box-Muller; 1 - u keeps the logarithm finite.
     let (u, v): (f64, f64) = (rng.random(), rng.random());
     (-2.0 * (1.0 - u).ln()).sqrt() * (std::f64::consts::TAU * v).cos()

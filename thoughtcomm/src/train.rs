@@ -9,6 +9,7 @@ use tch::{Kind, Tensor};
 
 use crate::autoencoder::{AutoencoderConfig, ThoughtNetwork};
 use crate::error::{Result, ThoughtError};
+use crate::optim::{zero_grads, Adam};
 use crate::states::{AgentStates, Normalization};
 
 /// Optimization settings; stored in the checkpoint so a resumed run keeps them.
@@ -50,48 +51,6 @@ pub struct TrainReport {
     pub samples_per_second: f64,
 }
 
-/// Adam (Kingma & Ba; PyTorch's defaults and update) written out so that its moments can be saved
-/// in the checkpoint: `tch::nn::Optimizer` does not expose them, and without them a resumed run
-/// would differ from an uninterrupted one.
-#[derive(Debug)]
-pub(crate) struct Adam {
-    /// (parameter name, first moment, second moment), sorted by name.
-    pub(crate) moments: Vec<(String, Tensor, Tensor)>,
-}
-
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const ADAM_EPS: f64 = 1e-8;
-
-impl Adam {
-    pub(crate) fn new(net: &ThoughtNetwork) -> Self {
-        let mut names: Vec<(String, Tensor)> = net.vs.variables().into_iter().collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        let moments = names.into_iter().map(|(n, p)| (n, p.zeros_like(), p.zeros_like())).collect();
-        Self { moments }
-    }
-
-    /// One update of every parameter from its `.grad()`; `t` is the 1-based step number.
-    fn step(&mut self, net: &ThoughtNetwork, lr: f64, t: u64) -> Result<()> {
-        let vars = net.vs.variables();
-        let (c1, c2) = (1.0 - BETA1.powf(t as f64), 1.0 - BETA2.powf(t as f64));
-        tch::no_grad(|| {
-            for (name, m, v) in self.moments.iter_mut() {
-                let Some(p) = vars.get(name) else { continue };
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                *m = &*m * BETA1 + &g * (1.0 - BETA1);
-                *v = &*v * BETA2 + g.square() * (1.0 - BETA2);
-                let update = (&*m / c1) / ((&*v / c2).sqrt() + ADAM_EPS) * lr;
-                let _ = p.shallow_clone().f_sub_(&update)?;
-            }
-            Ok(())
-        })
-    }
-}
-
 /// A thought autoencoder with everything needed to train, resume and apply it.
 #[derive(Debug)]
 pub struct ThoughtAutoencoder {
@@ -107,7 +66,7 @@ impl ThoughtAutoencoder {
     pub fn new(config: AutoencoderConfig, train: TrainConfig) -> Result<Self> {
         train.validate()?;
         let net = ThoughtNetwork::new(&config, train.seed)?;
-        let adam = Adam::new(&net);
+        let adam = Adam::new(&net.vs);
         Ok(Self { net, train, normalization: None, step: 0, adam })
     }
 
@@ -179,11 +138,9 @@ impl ThoughtAutoencoder {
             let step = self.step + 1;
             let batch = x.index_select(0, &batch_indices(self.train.seed, step, self.train.batch_size, n));
             let loss = self.net.loss(&batch);
-            for mut p in self.net.vs.trainable_variables() {
-                p.zero_grad();
-            }
+            zero_grads(&self.net.vs);
             loss.total.backward();
-            self.adam.step(&self.net, self.train.learning_rate, step)?;
+            self.adam.step(&self.net.vs, self.train.learning_rate, step)?;
             self.step = step;
             if steps - i <= window {
                 rec_sum += loss.reconstruction.double_value(&[]);
@@ -228,7 +185,7 @@ impl ThoughtAutoencoder {
 
 /// Indices of mini-batch `step`: its own generator seeded from (seed, step) by a SplitMix64 mix,
 /// so no generator state has to be checkpointed.
-fn batch_indices(seed: u64, step: u64, batch: i64, n: i64) -> Tensor {
+pub(crate) fn batch_indices(seed: u64, step: u64, batch: i64, n: i64) -> Tensor {
     let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

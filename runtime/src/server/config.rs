@@ -38,6 +38,26 @@ pub struct ServerConfig {
     /// On SIGINT/SIGTERM, how long in-flight calls may take to finish before the server exits anyway.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_s: f64,
+    /// Thought pipelines (folders written by `tcomm train`) loaded after the models.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thought_pipelines: Vec<PipelineConfig>,
+}
+
+/// A thought pipeline to load at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The name calls use (default: the path as written).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The folder with manifest.json.
+    pub path: PathBuf,
+}
+
+impl PipelineConfig {
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.path.display().to_string())
+    }
 }
 
 /// One model and the limits of its engine.
@@ -158,7 +178,13 @@ fn check_device_syntax(spec: &str) -> Result<(), String> {
 impl ServerConfig {
     /// A config for `models` with every other key at its default.
     pub fn new(models: Vec<ModelConfig>) -> Self {
-        ServerConfig { bind: default_bind(), models, auth_token: None, shutdown_timeout_s: DEFAULT_SHUTDOWN_TIMEOUT_S }
+        ServerConfig {
+            bind: default_bind(),
+            models,
+            auth_token: None,
+            shutdown_timeout_s: DEFAULT_SHUTDOWN_TIMEOUT_S,
+            thought_pipelines: Vec::new(),
+        }
     }
 
     /// Reads and parses a file (unknown keys are errors); does not `validate`.
@@ -197,6 +223,14 @@ impl ServerConfig {
             model.validate()?;
             if self.models[..i].iter().any(|m| m.name == model.name) {
                 return Err(format!("model '{}' is listed twice", model.name));
+            }
+        }
+        for (i, p) in self.thought_pipelines.iter().enumerate() {
+            if !p.path.join(thoughtcomm::pipeline::MANIFEST_FILE).is_file() {
+                return Err(format!("thought pipeline '{}': {} has no {}", p.name(), p.path.display(), thoughtcomm::pipeline::MANIFEST_FILE));
+            }
+            if self.thought_pipelines[..i].iter().any(|q| q.name() == p.name()) {
+                return Err(format!("thought pipeline '{}' is listed twice", p.name()));
             }
         }
         if self.auth_token.as_deref().is_some_and(|t| t.trim().is_empty()) {

@@ -6,13 +6,15 @@ use std::time::Instant;
 use proto::v1 as pb;
 use proto::v1::generate_request::Input;
 use tokio::sync::mpsc;
+use tch::Tensor;
 use tonic::Status;
 
 use super::convert;
 use super::scheduler::{Job, JobEvent, ModelHost};
-use super::service::Agent;
+use super::service::{Agent, RuntimeState};
 use super::status::ServeError;
-use crate::engine::{Prefix, SequenceOutput, SequenceRequest};
+use super::thoughts::{KeptState, ThoughtStore};
+use crate::engine::{CapturePoint, CaptureSpec, Prefix, SequenceOutput, SequenceRequest};
 use crate::tokenizer::{ChatMessage, TextTokenizer};
 
 /// A call whose sequence is queued: the events of its sequence arrive on `events`.
@@ -22,10 +24,83 @@ pub struct Started {
     prompt: Vec<u32>,
     prefix_len: usize,
     capture_layers: Vec<u32>,
+    /// The capture points the caller asked for (a kept thought state may add one).
+    capture_points: Vec<CapturePoint>,
+    keep: Option<KeepState>,
     stop_strings: Vec<String>,
     received: Instant,
     deadline: Option<Instant>,
     events: mpsc::UnboundedReceiver<JobEvent>,
+}
+
+/// Where a call's kept thought state goes: the pipeline, its layer's row among the captured
+/// layers, and the store.
+struct KeepState {
+    pipeline: String,
+    model: String,
+    row: i64,
+    store: Arc<ThoughtStore>,
+}
+
+/// What a Generate call asks of thought communication: keep its state for a pipeline, and/or
+/// start from a composed prefix. Resolved against the runtime before the call is queued.
+pub struct ThoughtIo {
+    /// The pipeline name and the layer it reads.
+    keep: Option<(String, usize)>,
+    prefix: Option<Tensor>,
+    store: Arc<ThoughtStore>,
+}
+
+impl ThoughtIo {
+    pub fn resolve(state: &RuntimeState, agent: &Agent, req: &pb::GenerateRequest) -> Result<Self, ServeError> {
+        let keep = if req.thought_pipeline.is_empty() {
+            None
+        } else {
+            let hosted = state.pipeline(&req.thought_pipeline)?;
+            if !hosted.serves_model(&agent.model) {
+                return Err(ServeError::BadRequest(format!(
+                    "thought_pipeline '{}' serves agents on {:?}, not on '{}' (agent {})",
+                    req.thought_pipeline, hosted.info.agent_models, agent.model, agent.id
+                )));
+            }
+            Some((hosted.info.name.clone(), hosted.layer()))
+        };
+        let store = state.thought_store();
+        let prefix = if req.prefix_id.is_empty() {
+            None
+        } else {
+            if req.prefix_embeddings.is_some() {
+                return Err(ServeError::BadRequest("set prefix_embeddings or prefix_id, not both".into()));
+            }
+            let (model, prefix) = store.prefix(&req.prefix_id)?;
+            if model != agent.model {
+                return Err(ServeError::BadRequest(format!(
+                    "prefix_id '{}' was composed for model '{model}', but agent {} runs on '{}'",
+                    req.prefix_id, agent.id, agent.model
+                )));
+            }
+            Some(prefix)
+        };
+        Ok(ThoughtIo { keep, prefix, store })
+    }
+}
+
+/// The caller's capture, plus the last generated token's state at the pipeline's layer when a
+/// thought state is kept. Returns the spec and the row of that layer.
+fn capture_with_keep(user: Option<CaptureSpec>, keep: Option<usize>) -> (Option<CaptureSpec>, Option<i64>) {
+    let Some(layer) = keep else { return (user, None) };
+    let mut spec = user.unwrap_or(CaptureSpec { layers: Vec::new(), points: Vec::new() });
+    let row = match spec.layers.iter().position(|&l| l == layer) {
+        Some(row) => row,
+        None => {
+            spec.layers.push(layer);
+            spec.layers.len() - 1
+        }
+    };
+    if !spec.points.contains(&CapturePoint::LastGeneratedToken) {
+        spec.points.push(CapturePoint::LastGeneratedToken);
+    }
+    (Some(spec), Some(row as i64))
 }
 
 /// The prompt's token ids: the chat template applied (with the agent's system prompt) unless the
@@ -60,18 +135,33 @@ pub fn start(
     host: Arc<ModelHost>,
     agent: Arc<Agent>,
     req: pb::GenerateRequest,
+    thoughts: ThoughtIo,
     received: Instant,
     deadline: Option<Instant>,
 ) -> Result<Started, ServeError> {
     let prompt = prompt_ids(&host.tokenizer, &agent, &req)?;
-    let prefix = req.prefix_embeddings.as_ref().map(|t| convert::tensor_from_proto(t, "prefix_embeddings")).transpose()?;
+    let prefix = match thoughts.prefix {
+        Some(prefix) => Some(prefix),
+        None => req.prefix_embeddings.as_ref().map(|t| convert::tensor_from_proto(t, "prefix_embeddings")).transpose()?,
+    };
     let prefix_len = prefix.as_ref().and_then(|p| p.size().first().copied()).unwrap_or(0).max(0) as usize;
     let context = host.spec.max_position_embeddings.max(0) as usize;
     let room = context.saturating_sub(prompt.len() + prefix_len);
     let sampling = convert::merge_sampling(Some(&agent.defaults), req.sampling.as_ref());
     let params = convert::sampling_params(&sampling, host.eos_token_ids(), room);
-    let capture = req.hidden_states.as_ref().map(convert::capture_spec).transpose()?;
+    let user_capture = req.hidden_states.as_ref().map(convert::capture_spec).transpose()?;
     let capture_layers = req.hidden_states.as_ref().map(|h| h.layers.clone()).unwrap_or_default();
+    let capture_points = user_capture.as_ref().map(|c| c.points.clone()).unwrap_or_default();
+    if user_capture.as_ref().is_some_and(|c| c.layers.is_empty() || c.points.is_empty()) {
+        return Err(crate::generate::GenerateError::BadCapture("at least one layer and one point are needed".into()).into());
+    }
+    let (capture, keep_row) = capture_with_keep(user_capture, thoughts.keep.as_ref().map(|(_, layer)| *layer));
+    let keep = thoughts.keep.zip(keep_row).map(|((pipeline, _), row)| KeepState {
+        pipeline,
+        model: agent.model.clone(),
+        row,
+        store: Arc::clone(&thoughts.store),
+    });
     let stop_strings = params.stop_strings.clone();
     let request = SequenceRequest { prompt: prompt.clone(), params, prefix: prefix.map(Prefix::Embeddings), capture };
     host.validate(&request)?;
@@ -79,7 +169,19 @@ pub fn start(
     let job = Job { agent: agent.id.clone(), request, received, deadline, events: events_tx };
     host.submit(job)?;
     tracing::debug!(agent = %agent.id, prompt_tokens = prompt.len(), "queued");
-    Ok(Started { host, agent_id: agent.id.clone(), prompt, prefix_len, capture_layers, stop_strings, received, deadline, events })
+    Ok(Started {
+        host,
+        agent_id: agent.id.clone(),
+        prompt,
+        prefix_len,
+        capture_layers,
+        capture_points,
+        keep,
+        stop_strings,
+        received,
+        deadline,
+        events,
+    })
 }
 
 impl Started {
@@ -151,15 +253,29 @@ impl Started {
             text.truncate(cut);
         }
         let queue = admitted.saturating_duration_since(self.received).as_secs_f64();
+        let user_rows = self.capture_layers.len() as i64;
         let hidden_states = output
             .hidden_states
             .iter()
+            .filter(|(point, _)| self.capture_points.contains(point))
             .map(|(point, states)| pb::HiddenStates {
                 point: convert::capture_point_to_proto(*point) as i32,
                 layers: self.capture_layers.clone(),
-                states: Some(convert::tensor_to_proto(states)),
+                states: Some(convert::tensor_to_proto(&states.narrow(0, 0, user_rows))),
             })
             .collect();
+        let thought_state_id = match &self.keep {
+            None => String::new(),
+            Some(keep) => {
+                let (_, states) = output
+                    .hidden_states
+                    .iter()
+                    .find(|(point, _)| *point == CapturePoint::LastGeneratedToken)
+                    .ok_or_else(|| ServeError::Internal("the engine returned no state to keep".into()))?;
+                let state = states.get(keep.row).copy();
+                keep.store.keep_state(KeptState { pipeline: keep.pipeline.clone(), model: keep.model.clone(), state })?
+            }
+        };
         Ok(pb::GenerateResponse {
             agent_id: self.agent_id.clone(),
             model: self.host.name().to_string(),
@@ -178,6 +294,7 @@ impl Started {
             hidden_states,
             prompt_token_ids: self.prompt.clone(),
             token_ids: output.tokens,
+            thought_state_id,
         })
     }
 }

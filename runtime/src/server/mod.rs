@@ -7,6 +7,7 @@
 //! - `service` / `generation`: the tonic handlers.
 //! - `convert`: wire types <-> engine types (tensors, sampling, capture).
 //! - `status`: every error and its one mapping to a gRPC status.
+//! - `thoughts`: thought pipelines next to the weights, with the states and prefixes they keep.
 //! - `auth`: the bearer-token interceptor.
 //! - `client`: a typed client for the agents.
 //!
@@ -22,6 +23,7 @@ mod generation;
 pub mod scheduler;
 pub mod service;
 pub mod status;
+pub mod thoughts;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +36,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
-pub use config::{ConfigError, ModelConfig, ServerConfig};
+pub use config::{ConfigError, ModelConfig, PipelineConfig, ServerConfig};
 pub use proto::v1 as pb;
 pub use status::ServeError;
 
@@ -59,7 +61,15 @@ impl Runtime {
             tracing::info!(model = %model.name, device = %model.device, "loading");
             hosts.push(ModelHost::load(model.clone())?);
         }
-        Ok(Runtime { state: Arc::new(RuntimeState::new(hosts)), config })
+        Self::with_hosts(config, hosts)
+    }
+
+    fn with_hosts(config: ServerConfig, hosts: Vec<ModelHost>) -> Result<Self, ServeError> {
+        let state = RuntimeState::new(hosts);
+        for p in &config.thought_pipelines {
+            state.load_pipeline_blocking(&p.name(), &p.path)?;
+        }
+        Ok(Runtime { state: Arc::new(state), config })
     }
 
     /// Serves models that are already loaded, each with the limits of its `ModelConfig` (the
@@ -69,7 +79,7 @@ impl Runtime {
         for (model_config, model) in models {
             hosts.push(ModelHost::start(model_config, model)?);
         }
-        Ok(Runtime { state: Arc::new(RuntimeState::new(hosts)), config })
+        Self::with_hosts(config, hosts)
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains (see the module docs).

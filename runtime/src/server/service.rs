@@ -16,6 +16,7 @@ use super::convert;
 use super::generation::{self, Started};
 use super::scheduler::ModelHost;
 use super::status::ServeError;
+use super::thoughts::{self, HostedPipeline, ThoughtStore};
 
 /// An agent: a system prompt and default sampling on a model.
 #[derive(Debug, Clone)]
@@ -35,8 +36,10 @@ pub struct RuntimeState {
     agents: RwLock<BTreeMap<u64, Arc<Agent>>>,
     next_agent: AtomicU64,
     draining: AtomicBool,
-    /// One LoadModel at a time.
+    /// One LoadModel or LoadThoughtPipeline at a time.
     loading: tokio::sync::Mutex<()>,
+    pipelines: RwLock<BTreeMap<String, Arc<HostedPipeline>>>,
+    thoughts: Arc<ThoughtStore>,
 }
 
 fn poisoned() -> ServeError {
@@ -68,6 +71,44 @@ impl RuntimeState {
             name: name.to_string(),
             loaded: models.keys().cloned().collect::<Vec<_>>().join(", "),
         })
+    }
+
+    pub fn pipeline(&self, name: &str) -> Result<Arc<HostedPipeline>, ServeError> {
+        let pipelines = self.pipelines.read().map_err(|_| poisoned())?;
+        pipelines.get(name).cloned().ok_or_else(|| ServeError::UnknownPipeline {
+            name: name.to_string(),
+            loaded: pipelines.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    pub fn thought_store(&self) -> Arc<ThoughtStore> {
+        Arc::clone(&self.thoughts)
+    }
+
+    /// Loads a thought pipeline folder under `name` (blocking), checked against the loaded models.
+    pub fn load_pipeline_blocking(&self, name: &str, path: &std::path::Path) -> Result<pb::ThoughtPipelineInfo, ServeError> {
+        if self.pipelines.read().map_err(|_| poisoned())?.contains_key(name) {
+            return Err(ServeError::PipelineExists(name.to_string()));
+        }
+        let hosted = HostedPipeline::load(name, path, |model| self.host(model))?;
+        let info = hosted.info.clone();
+        self.pipelines.write().map_err(|_| poisoned())?.insert(name.to_string(), Arc::new(hosted));
+        Ok(info)
+    }
+
+    async fn load_pipeline(self: Arc<Self>, req: pb::LoadThoughtPipelineRequest) -> Result<pb::ThoughtPipelineInfo, ServeError> {
+        let _one_at_a_time = self.loading.lock().await;
+        if self.is_draining() {
+            return Err(ServeError::ShuttingDown);
+        }
+        if req.path.trim().is_empty() {
+            return Err(ServeError::BadRequest("path is empty: give the pipeline folder (with manifest.json)".into()));
+        }
+        let name = if req.name.is_empty() { req.path.clone() } else { req.name };
+        let state = Arc::clone(&self);
+        tokio::task::spawn_blocking(move || state.load_pipeline_blocking(&name, std::path::Path::new(&req.path)))
+            .await
+            .map_err(|e| ServeError::Internal(format!("pipeline loading task failed: {e}")))?
     }
 
     pub fn hosts(&self) -> Vec<Arc<ModelHost>> {
@@ -179,7 +220,8 @@ impl RuntimeApi {
         let req = request.into_inner();
         let agent = self.state.agent(&req.agent_id)?;
         let host = self.state.host(&agent.model)?;
-        generation::start(host, agent, req, received, deadline)
+        let thoughts = generation::ThoughtIo::resolve(&self.state, &agent, &req)?;
+        generation::start(host, agent, req, thoughts, received, deadline)
     }
 }
 
@@ -233,6 +275,31 @@ impl RuntimeService for RuntimeApi {
     async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<pb::GenerateResponse>, Status> {
         let mut started = self.start(request)?;
         Ok(Response::new(started.finish().await?))
+    }
+
+    async fn load_thought_pipeline(
+        &self,
+        request: Request<pb::LoadThoughtPipelineRequest>,
+    ) -> Result<Response<pb::LoadThoughtPipelineResponse>, Status> {
+        let pipeline = Arc::clone(&self.state).load_pipeline(request.into_inner()).await?;
+        Ok(Response::new(pb::LoadThoughtPipelineResponse { pipeline: Some(pipeline) }))
+    }
+
+    async fn list_thought_pipelines(
+        &self,
+        _: Request<pb::ListThoughtPipelinesRequest>,
+    ) -> Result<Response<pb::ListThoughtPipelinesResponse>, Status> {
+        let pipelines = self.state.pipelines.read().map_err(|_| poisoned())?.values().map(|p| p.info.clone()).collect();
+        Ok(Response::new(pb::ListThoughtPipelinesResponse { pipelines }))
+    }
+
+    async fn compose_thoughts(&self, request: Request<pb::ComposeThoughtsRequest>) -> Result<Response<pb::ComposeThoughtsResponse>, Status> {
+        if self.state.is_draining() {
+            return Err(ServeError::ShuttingDown.into());
+        }
+        let req = request.into_inner();
+        let hosted = self.state.pipeline(&req.pipeline)?;
+        Ok(Response::new(thoughts::compose(hosted, self.state.thought_store(), req).await?))
     }
 
     type GenerateStreamStream = ReceiverStream<Result<pb::GenerateStreamResponse, Status>>;

@@ -3,8 +3,9 @@
 //! | error | code |
 //! | --- | --- |
 //! | malformed request (`Invalid`, `BadRequest`, `UnknownModel`, `Tokenizer`) | INVALID_ARGUMENT |
-//! | unknown agent id | NOT_FOUND |
-//! | model name already loaded | ALREADY_EXISTS |
+//! | unknown agent id, thought pipeline, state id or prefix id | NOT_FOUND |
+//! | model or thought pipeline name already loaded | ALREADY_EXISTS |
+//! | thought pipeline that does not fit (checkpoints, models, hidden sizes) | INVALID_ARGUMENT |
 //! | queue full | RESOURCE_EXHAUSTED |
 //! | deadline passed | DEADLINE_EXCEEDED |
 //! | shutting down | UNAVAILABLE |
@@ -47,6 +48,15 @@ pub enum ServeError {
     /// The tokenizer or chat template rejected the request's text or messages.
     #[error("{0}")]
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
+    #[error("unknown thought pipeline '{name}' (loaded: {loaded}); load it with LoadThoughtPipeline")]
+    UnknownPipeline { name: String, loaded: String },
+    #[error("thought pipeline '{0}' is already loaded")]
+    PipelineExists(String),
+    #[error("unknown {what} '{id}' (ids come from Generate with thought_pipeline, or ComposeThoughts; the server keeps the latest 4096)")]
+    UnknownThoughtId { what: &'static str, id: String },
+    /// A pipeline that cannot be loaded or applied: the message names the file or the value.
+    #[error("thought pipeline: {0}")]
+    Thought(#[from] thoughtcomm::ThoughtError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,8 +67,9 @@ impl ServeError {
             ServeError::Invalid(_) | ServeError::BadRequest(_) | ServeError::UnknownModel { .. } | ServeError::Tokenizer(_) => {
                 Code::InvalidArgument
             }
-            ServeError::UnknownAgent(_) => Code::NotFound,
-            ServeError::ModelExists(_) => Code::AlreadyExists,
+            ServeError::UnknownAgent(_) | ServeError::UnknownPipeline { .. } | ServeError::UnknownThoughtId { .. } => Code::NotFound,
+            ServeError::ModelExists(_) | ServeError::PipelineExists(_) => Code::AlreadyExists,
+            ServeError::Thought(_) => Code::InvalidArgument,
             ServeError::QueueFull { .. } => Code::ResourceExhausted,
             ServeError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             ServeError::ShuttingDown => Code::Unavailable,

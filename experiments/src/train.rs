@@ -1,0 +1,131 @@
+//! Training ThoughtComm's parts on debate trajectories:
+//! - `tcomm train-ae`: the thought autoencoder on the states a debate saved, then its structure;
+//! - `tcomm train-adapter`: the prefix adapter(s), backbone frozen, into a pipeline folder;
+//! - `tcomm train`: the whole pipeline (collect states with a text debate, train both) into one
+//!   folder with a manifest, which `tcomm debate --mode thoughtcomm --thoughts DIR` uses.
+//!
+//! Each step resumes: the debate from its results, the autoencoder and the adapters from their
+//! checkpoints (training continues to the asked number of steps).
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use thoughtcomm::{
+    Aggregate, AutoencoderConfig, Estimator, StructureConfig, ThoughtAutoencoder, ThoughtStructure, TrainConfig,
+};
+
+use crate::structure_plot;
+use crate::trajectories::Trajectories;
+
+pub const AE_FILE: &str = "autoencoder.safetensors";
+pub const STRUCTURE_FILE: &str = "structure.json";
+
+#[derive(Args, Clone)]
+pub struct TrainAeArgs {
+    /// A debate run folder with saved states (`tcomm debate --save-states`).
+    #[arg(long)]
+    pub states: PathBuf,
+    /// k, the number of latent thoughts.
+    #[arg(long, default_value_t = 64)]
+    pub latent_dim: i64,
+    /// Weight of the decoder-Jacobian penalty (0: a plain autoencoder).
+    #[arg(long = "lambda", default_value_t = 1e-3)]
+    pub lambda: f64,
+    /// paper, column-norm (default; see `tcomm identifiability --help`), group or log.
+    #[arg(long, default_value = "column-norm")]
+    pub estimator: String,
+    /// Hidden widths of the encoder (the decoder mirrors them), comma-separated.
+    #[arg(long, default_value = "256", value_delimiter = ',')]
+    pub hidden: Vec<i64>,
+    /// Total Adam steps (a rerun continues from the checkpoint up to this number).
+    #[arg(long, default_value_t = 3000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: i64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    /// B[i][j] = score > threshold * (largest score).
+    #[arg(long, default_value_t = 0.1)]
+    pub threshold: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder: autoencoder.safetensors/.json, structure.json, structure.png.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn bar(len: u64, what: &str) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(len);
+    let template = format!("{{spinner}} {what} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {{msg}} (eta {{eta}})");
+    bar.set_style(ProgressStyle::with_template(&template).map_err(|e| anyhow::anyhow!("progress bar: {e}"))?);
+    Ok(bar)
+}
+
+/// `tcomm train-ae`.
+pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<()> {
+    let run = Trajectories::load(&args.states)?;
+    let (ae, structure) = fit_autoencoder(&run, &args)?;
+    println!("{}", describe_structure(&structure));
+    println!(
+        "autoencoder: {} samples, step {}, written to {}",
+        run.agent_states()?.samples(),
+        ae.step(),
+        args.out.join(AE_FILE).display()
+    );
+    Ok(())
+}
+
+/// Trains (or resumes) the autoencoder on the run's states and writes it with its structure.
+pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result<(ThoughtAutoencoder, ThoughtStructure)> {
+    let states = run.agent_states()?;
+    let estimator: Estimator = args.estimator.parse()?;
+    let config = AutoencoderConfig {
+        block_sizes: states.block_sizes().to_vec(),
+        latent_dim: args.latent_dim,
+        hidden: args.hidden.clone(),
+        lambda: args.lambda,
+        estimator,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let path = args.out.join(AE_FILE);
+    let mut ae = if path.exists() {
+        let ae = ThoughtAutoencoder::load_expecting(&path, &config)?;
+        eprintln!("resuming the autoencoder at step {}", ae.step());
+        ae
+    } else {
+        let train = TrainConfig { batch_size: args.batch_size, learning_rate: args.learning_rate, seed: args.seed };
+        ThoughtAutoencoder::new(config, train)?
+    };
+    let bar = bar(args.steps, "autoencoder")?;
+    bar.set_position(ae.step().min(args.steps));
+    const CHUNK: u64 = 50;
+    while ae.step() < args.steps {
+        let steps = CHUNK.min(args.steps - ae.step());
+        let report = ae.fit(&states, steps)?;
+        bar.set_position(ae.step());
+        bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
+        // Saved as it goes: a killed run resumes from the last chunk.
+        ae.save(&path)?;
+    }
+    bar.finish();
+    ae.save(&path)?;
+    let structure_config = StructureConfig { aggregate: Aggregate::Max, threshold: args.threshold };
+    let structure = ThoughtStructure::recover(&ae, &states, &structure_config)?;
+    let json = serde_json::to_string_pretty(&structure)?;
+    std::fs::write(args.out.join(STRUCTURE_FILE), json).with_context(|| format!("{}: cannot write the structure", args.out.display()))?;
+    structure_plot::heatmap(&args.out.join("structure.png"), &structure)?;
+    Ok((ae, structure))
+}
+
+/// Per agent: how many thoughts it has, shared and private.
+pub fn describe_structure(s: &ThoughtStructure) -> String {
+    let mut out = String::from("| agent | thoughts | shared | private |\n| --- | --- | --- | --- |\n");
+    for i in 0..s.num_agents() {
+        out.push_str(&format!("| {i} | {} | {} | {} |\n", s.thoughts(i).len(), s.shared(i).len(), s.private(i).len()));
+    }
+    let unused = s.alpha.iter().filter(|&&a| a == 0).count();
+    let all = s.alpha.iter().filter(|&&a| a == s.num_agents()).count();
+    out.push_str(&format!("\n{} latents: {all} shared by all agents, {unused} unused\n", s.num_latents()));
+    out
+}

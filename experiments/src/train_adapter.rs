@@ -1,0 +1,215 @@
+//! `tcomm train-adapter`: trains one prefix adapter per model on a debate run's trajectories
+//! (backbone frozen, gradients through the model to the adapter only) and writes the pipeline
+//! folder: the adapters, copies of the autoencoder and its structure, and manifest.json.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use runtime::thought_model::FrozenModel;
+use runtime::tokenizer::ChatMessage;
+use tch::Tensor;
+use thoughtcomm::{
+    train_adapter, AdapterConfig, AdapterExample, AdapterTrainConfig, Agreement, PipelineAgent, PipelineManifest,
+    PrefixAdapter, Routing, RoutingPlan, ThoughtAutoencoder, ThoughtStructure,
+};
+
+use crate::train::{bar, AE_FILE, STRUCTURE_FILE};
+use crate::trajectories::Trajectories;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AgreementTraining {
+    /// Learned jointly with the adapter, starting from alpha / n (the default).
+    Learned,
+    /// Fixed at alpha / n.
+    Fixed,
+    /// None: every level weighs 1.
+    None,
+}
+
+#[derive(Args, Clone)]
+pub struct TrainAdapterArgs {
+    /// The debate run (with saved states) whose trajectories are the training data.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The autoencoder folder written by `tcomm train-ae`.
+    #[arg(long)]
+    pub ae: PathBuf,
+    /// m, prefix vectors per agent (1 in the paper's main results).
+    #[arg(long, default_value_t = 1)]
+    pub prefix_len: i64,
+    /// Hidden width of the adapter MLP.
+    #[arg(long, default_value_t = 256)]
+    pub width: i64,
+    #[arg(long, value_enum, default_value = "learned")]
+    pub agreement: AgreementTraining,
+    /// Total optimizer steps per adapter (a rerun continues from the checkpoint).
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    /// Turns per step (gradients accumulated).
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: i64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub learning_rate: f64,
+    /// Weight of the (1 - cosine) term of the objective.
+    #[arg(long, default_value_t = 1.0)]
+    pub cosine_weight: f64,
+    /// Positions per training turn at most (longer prompts lose their beginning).
+    #[arg(long, default_value_t = 1024)]
+    pub max_positions: usize,
+    /// Scale of the output layer's initial weights.
+    #[arg(long, default_value_t = 0.005)]
+    pub init_scale: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device of the frozen model.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The pipeline folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `tcomm train-adapter`.
+pub fn run(args: TrainAdapterArgs) -> anyhow::Result<()> {
+    let manifest = train(&args)?;
+    println!("thought pipeline written to {} (agents: {:?})", args.out.display(), manifest.agents.iter().map(|a| &a.model).collect::<Vec<_>>());
+    Ok(())
+}
+
+fn copy_into(from: &Path, to: &Path) -> anyhow::Result<()> {
+    if from.canonicalize().ok() != to.canonicalize().ok() {
+        std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// Trains the adapters and writes the pipeline folder; returns its manifest.
+pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
+    let run = Trajectories::load(&args.run)?;
+    let ae_path = args.ae.join(AE_FILE);
+    let ae = ThoughtAutoencoder::load(&ae_path)?;
+    let states = run.agent_states()?;
+    ae.check_states(&states).with_context(|| format!("{} does not fit the states of {}", ae_path.display(), args.run.display()))?;
+    let structure_text = std::fs::read_to_string(args.ae.join(STRUCTURE_FILE)).with_context(|| format!("{}: no {STRUCTURE_FILE}", args.ae.display()))?;
+    let structure: ThoughtStructure = serde_json::from_str(&structure_text).with_context(|| format!("{}: bad {STRUCTURE_FILE}", args.ae.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let agents: Vec<PipelineAgent> = run
+        .config
+        .agents
+        .iter()
+        .zip(states.block_sizes())
+        .map(|(a, &hidden_size)| PipelineAgent { model: a.model.clone(), hidden_size })
+        .collect();
+    let mut manifest = PipelineManifest::new(agents, run.layer);
+    let ae_json = thoughtcomm::config_path(&ae_path);
+    copy_into(&ae_path, &args.out.join(&manifest.autoencoder))?;
+    copy_into(&ae_json, &thoughtcomm::config_path(&args.out.join(&manifest.autoencoder)))?;
+    copy_into(&args.ae.join(STRUCTURE_FILE), &args.out.join(&manifest.structure))?;
+
+    let codes = ae.encode(&states)?;
+    let plan = RoutingPlan::new(&structure, Routing::Routed);
+    let device = runtime::device::parse_device(&args.device)?;
+    let kind = runtime::device::parse_kind("auto", device)?;
+    let mut losses = BTreeMap::new();
+    let models: Vec<String> = {
+        let mut m: Vec<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
+        m.dedup();
+        m.sort();
+        m.dedup();
+        m
+    };
+    for model_name in models {
+        let model = runtime::loader::load(&model_name, device, kind)?;
+        let examples = examples(&run, &ae, &model, &model_name)?;
+        if examples.is_empty() {
+            bail!("{}: no turn after the first round for agents on '{model_name}' (the run needs --rounds >= 2)", args.run.display());
+        }
+        let config = AdapterConfig {
+            num_agents: run.config.agents.len(),
+            latent_dim: ae.config().latent_dim,
+            hidden_size: model.network.spec().hidden_size,
+            prefix_len: args.prefix_len,
+            width: args.width,
+            agreement: match args.agreement {
+                AgreementTraining::Learned => Agreement::Learned,
+                AgreementTraining::Fixed => Agreement::Fixed,
+                AgreementTraining::None => Agreement::None,
+            },
+            init_scale: args.init_scale,
+        };
+        let file = PipelineManifest::adapter_file(&model_name);
+        let path = args.out.join(&file);
+        let mut adapter = if path.exists() {
+            let adapter = PrefixAdapter::load(&path, device)?;
+            if adapter.config() != &config {
+                bail!("{}: an adapter of another shape is there ({:?}); use another --out or delete it", path.display(), adapter.config());
+            }
+            adapter
+        } else {
+            PrefixAdapter::new(config, &codes, args.seed, device)?
+        };
+        let lm = FrozenModel::new(&model.network);
+        let train_config = AdapterTrainConfig {
+            steps: 0,
+            batch_size: args.batch_size,
+            learning_rate: args.learning_rate,
+            clip: 1.0,
+            cosine_weight: args.cosine_weight,
+            max_positions: args.max_positions,
+        };
+        let progress = bar(args.steps, &format!("adapter {model_name}"))?;
+        progress.set_position(adapter.step().min(args.steps));
+        let (mut first, mut last) = (None, None);
+        const CHUNK: u64 = 10;
+        while adapter.step() < args.steps {
+            let steps = CHUNK.min(args.steps - adapter.step());
+            let report = train_adapter(&lm, &mut adapter, &plan, &examples, &AdapterTrainConfig { steps, ..train_config.clone() }, |step, loss| {
+                progress.set_position(step);
+                progress.set_message(format!("loss {:.3} (cross-entropy {:.3}, cosine {:.3})", loss.total, loss.cross_entropy, loss.cosine));
+            })?;
+            first.get_or_insert(report.first);
+            last = Some(report.last);
+            adapter.save(&path)?;
+        }
+        progress.finish();
+        adapter.save(&path)?;
+        losses.insert(model_name.clone(), serde_json::json!({ "examples": examples.len(), "first": first, "last": last }));
+        manifest.adapters.insert(model_name, file);
+    }
+    manifest.provenance = serde_json::json!({
+        "run": args.run.display().to_string(),
+        "autoencoder": args.ae.display().to_string(),
+        "adapter_steps": args.steps,
+        "prefix_len": args.prefix_len,
+        "losses": losses,
+    });
+    manifest.write(&args.out)?;
+    Ok(manifest)
+}
+
+/// Every turn after the first round of an agent on `model_name`: the latents of the round before,
+/// the prompt the agent saw (its role as the system message, as the runtime adds it) and its response.
+fn examples(run: &Trajectories, ae: &ThoughtAutoencoder, model: &runtime::loader::Model, model_name: &str) -> anyhow::Result<Vec<AdapterExample>> {
+    let math = run.config.is_math();
+    let tok = &model.tokenizer;
+    let mut out = Vec::new();
+    for (p, problem) in run.problems.iter().enumerate() {
+        let responses: Vec<Vec<String>> = problem.rounds.iter().map(|r| r.iter().map(|t| t.response.clone()).collect()).collect();
+        for r in 1..problem.rounds.len() {
+            let latents: Tensor = ae.encode(&run.round_states(p, r - 1)?)?.squeeze_dim(0);
+            for (a, agent) in run.config.agents.iter().enumerate().filter(|(_, ag)| ag.model == model_name) {
+                let system = (!agent.role.is_empty()).then(|| ChatMessage::new("system", agent.role.clone()));
+                let turns = agents::prompts::conversation(&problem.question, math, &responses[..r], a, true);
+                let messages: Vec<ChatMessage> = system.into_iter().chain(turns.into_iter().map(|(role, c)| ChatMessage::new(role, c))).collect();
+                let context = tok.encode_chat(&messages)?;
+                let reference = tok.encode(&responses[r][a], false)?;
+                if reference.is_empty() {
+                    continue;
+                }
+                out.push(AdapterExample { agent: a, latents: latents.shallow_clone(), context, reference });
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,148 @@
+//! `tcomm train`: the whole ThoughtComm training pipeline in one folder.
+//! 1. `<out>/collect`: a text debate on the training split with `--save-states`;
+//! 2. `<out>/ae`: the thought autoencoder and its structure (`tcomm train-ae`);
+//! 3. `<out>`: the prefix adapters and `manifest.json` (`tcomm train-adapter`).
+//!
+//! Every step resumes, so rerunning the same command after a kill continues where it stopped.
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser};
+
+use crate::debate::DebateArgs;
+use crate::train::{self, TrainAeArgs};
+use crate::train_adapter::{self, TrainAdapterArgs};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Model of every agent, or one per agent when repeated.
+    #[arg(long = "model", default_value = runtime::registry::DEFAULT_MODEL)]
+    pub models: Vec<String>,
+    /// gsm8k (trains on its train split), math (test_dev) or math500 (dev).
+    #[arg(long, default_value = "gsm8k")]
+    pub dataset: String,
+    /// Defaults to the dataset's training split (train for gsm8k, test_dev for math).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Training problems whose debates are collected (the paper used about 500).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: u32,
+    /// Layer of the states (default 2/3 of the depth).
+    #[arg(long)]
+    pub state_layer: Option<u32>,
+    #[arg(long, default_value_t = 64)]
+    pub latent_dim: i64,
+    #[arg(long = "lambda", default_value_t = 1e-3)]
+    pub lambda: f64,
+    #[arg(long, default_value_t = 3000)]
+    pub ae_steps: u64,
+    #[arg(long, default_value_t = 200)]
+    pub adapter_steps: u64,
+    /// m, prefix vectors per agent.
+    #[arg(long, default_value_t = 1)]
+    pub prefix_len: i64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub adapter_learning_rate: f64,
+    /// Data folder with gsm8k/ and math/ (default: $TCOMM_DATA, then ../shared/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The pipeline folder (what `tcomm debate --mode thoughtcomm --thoughts` takes).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Parser)]
+struct DebateCommand {
+    #[command(flatten)]
+    args: DebateArgs,
+}
+
+/// Builds `tcomm debate` arguments from words, with the defaults of the command line.
+pub fn debate_args(words: Vec<OsString>) -> anyhow::Result<DebateArgs> {
+    let argv = std::iter::once(OsString::from("debate")).chain(words);
+    Ok(DebateCommand::try_parse_from(argv).map_err(|e| anyhow::anyhow!("debate arguments: {e}"))?.args)
+}
+
+/// `--flag value` pairs (and bare flags) as words.
+pub fn words(pairs: &[(&str, String)]) -> Vec<OsString> {
+    pairs.iter().flat_map(|(k, v)| [OsString::from(*k)].into_iter().chain((!v.is_empty()).then(|| OsString::from(v)))).collect()
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let split = match (&args.split, args.dataset.as_str()) {
+        (Some(s), _) => s.clone(),
+        (None, "gsm8k") => "train".into(),
+        (None, "math") => "test_dev".into(),
+        (None, _) => "dev".into(),
+    };
+    let collect = args.out.join("collect");
+    let mut pairs = vec![
+        ("--mode", "text".to_string()),
+        ("--dataset", args.dataset.clone()),
+        ("--split", split),
+        ("--limit", args.limit.to_string()),
+        ("--agents", args.agents.to_string()),
+        ("--rounds", args.rounds.to_string()),
+        ("--max-new-tokens", args.max_new_tokens.to_string()),
+        ("--parallel", args.parallel.to_string()),
+        ("--seed", args.seed.to_string()),
+        ("--device", args.device.clone()),
+        ("--save-states", String::new()),
+        ("--out", collect.display().to_string()),
+    ];
+    pairs.extend(args.models.iter().map(|m| ("--model", m.clone())));
+    if let Some(layer) = args.state_layer {
+        pairs.push(("--state-layer", layer.to_string()));
+    }
+    if let Some(dir) = &args.data_dir {
+        pairs.push(("--data-dir", dir.display().to_string()));
+    }
+    eprintln!("[1/3] collecting debate states into {}", collect.display());
+    crate::debate::run(debate_args(words(&pairs))?)?;
+
+    let ae_dir = args.out.join("ae");
+    eprintln!("[2/3] training the thought autoencoder into {}", ae_dir.display());
+    train::train_ae(TrainAeArgs {
+        states: collect.clone(),
+        latent_dim: args.latent_dim,
+        lambda: args.lambda,
+        estimator: "column-norm".into(),
+        hidden: vec![256],
+        steps: args.ae_steps,
+        batch_size: 128,
+        learning_rate: 1e-3,
+        threshold: 0.1,
+        seed: args.seed,
+        out: ae_dir.clone(),
+    })?;
+
+    eprintln!("[3/3] training the prefix adapter(s) into {}", args.out.display());
+    train_adapter::run(TrainAdapterArgs {
+        run: collect,
+        ae: ae_dir,
+        prefix_len: args.prefix_len,
+        width: 256,
+        agreement: train_adapter::AgreementTraining::Learned,
+        steps: args.adapter_steps,
+        batch_size: 4,
+        learning_rate: args.adapter_learning_rate,
+        cosine_weight: 1.0,
+        max_positions: 1024,
+        init_scale: 0.005,
+        seed: args.seed,
+        device: args.device.clone(),
+        out: args.out.clone(),
+    })
+}
