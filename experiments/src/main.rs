@@ -1,11 +1,13 @@
 //! `tcomm`: the command-line tool of ThoughtComm-RS.
 mod bench;
 mod debate;
+mod experiment;
 mod identifiability;
 mod infer;
 mod inprocess;
 mod models;
 mod report;
+mod report_thoughts;
 mod serve;
 mod structure_plot;
 mod train;
@@ -49,6 +51,8 @@ enum Command {
     TrainAdapter(train_adapter::TrainAdapterArgs),
     /// The whole ThoughtComm training pipeline: collect states, train the autoencoder and adapter.
     Train(train_pipeline::TrainArgs),
+    /// Experiments that run several arms on the same problems and report them together.
+    Experiment(experiment::ExperimentArgs),
 }
 
 fn main() {
@@ -71,6 +75,7 @@ fn main() {
         Command::TrainAe(args) => train::train_ae(args),
         Command::TrainAdapter(args) => train_adapter::run(args),
         Command::Train(args) => train_pipeline::run(args),
+        Command::Experiment(args) => experiment::run(args),
     };
     if let Err(err) = result {
         // One line, the whole chain of causes, no backtrace: users read this as the message.

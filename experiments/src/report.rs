@@ -131,6 +131,10 @@ pub fn markdown(runs: &[RunSummary]) -> anyhow::Result<String> {
         let rounds: Vec<String> = run.accuracy_by_round.iter().map(|a| format!("{:.1}%", 100.0 * a)).collect();
         md.push_str(&format!("- {}: {}\n", run.name, rounds.join(" → ")));
     }
+    let named: Vec<(&str, &[ProblemResult])> = runs.iter().map(|r| (r.name.as_str(), r.results.as_slice())).collect();
+    if let Some(section) = crate::report_thoughts::section(&named) {
+        md.push_str(&section);
+    }
     Ok(md)
 }
 

@@ -9,6 +9,7 @@
 //!   in-flight calls.
 //! - `models`: LoadModel while serving; stop strings.
 //! - `python`: scripts/grpc_client_check.py.
+//! - `thoughts`: thought pipelines: kept states, ComposeThoughts, prefix ids, their errors.
 #[path = "server/batching.rs"]
 mod batching;
 #[path = "server/harness.rs"]
@@ -19,6 +20,8 @@ mod lifecycle;
 mod models;
 #[path = "server/python.rs"]
 mod python;
+#[path = "server/thoughts.rs"]
+mod thoughts;
 #[path = "server/validation.rs"]
 mod validation;
 

@@ -1,0 +1,209 @@
+//! `tcomm experiment thoughtcomm-vs-text`: single model, text debate and ThoughtComm (plus the
+//! chosen ablations) on the same problems with the same seeds, agents, rounds and token budget,
+//! then `tcomm report` with text debate as the baseline of the paired tests. Every run resumes.
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::train_adapter::{self, TrainAdapterArgs};
+use crate::train_pipeline::{self, debate_args, words, TrainArgs};
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    #[command(subcommand)]
+    command: ExperimentCommand,
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Single model vs text debate vs ThoughtComm on the same problems, with ablations and a report.
+    ThoughtcommVsText(VsTextArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ablation {
+    /// Agreement weights of 1 (no reweighting).
+    NoAgreement,
+    /// All thoughts to all agents.
+    NoRouting,
+    /// Random latents of the same norm: do the thoughts carry information?
+    RandomLatents,
+    /// The prefix replaces the other agents' texts instead of coming on top.
+    HideText,
+}
+
+impl Ablation {
+    fn name(self) -> &'static str {
+        match self {
+            Ablation::NoAgreement => "no-agreement",
+            Ablation::NoRouting => "no-routing",
+            Ablation::RandomLatents => "random-latents",
+            Ablation::HideText => "hide-text",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Ablation::NoAgreement => &["--agreement", "none"],
+            Ablation::NoRouting => &["--routing", "all"],
+            Ablation::RandomLatents => &["--random-latents"],
+            Ablation::HideText => &["--hide-text"],
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct VsTextArgs {
+    /// Model of every agent, or one per agent when repeated.
+    #[arg(long = "model", default_value = runtime::registry::DEFAULT_MODEL)]
+    pub models: Vec<String>,
+    #[arg(long, default_value = "gsm8k")]
+    pub dataset: String,
+    /// Evaluation split (default: the dataset's: dev, or test_dev for math).
+    #[arg(long)]
+    pub split: Option<String>,
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
+    #[arg(long, default_value_t = 3)]
+    pub agents: usize,
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: u32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// A trained pipeline folder; default: train one into <out>/pipeline (see --train-limit).
+    #[arg(long)]
+    pub thoughts: Option<PathBuf>,
+    /// Training problems when the pipeline is trained here.
+    #[arg(long, default_value_t = 100)]
+    pub train_limit: usize,
+    /// Optimizer steps of each adapter trained here (the pipeline's and those of --prefix-lens).
+    #[arg(long, default_value_t = 200)]
+    pub adapter_steps: u64,
+    /// Ablation runs to add, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub ablations: Vec<Ablation>,
+    /// Extra prefix lengths m to train adapters for and run (the main run uses the pipeline's m),
+    /// comma-separated; needs a pipeline made by `tcomm train` (it reuses its states and autoencoder).
+    #[arg(long, value_delimiter = ',')]
+    pub prefix_lens: Vec<i64>,
+    /// The experiment folder: one run folder per arm, report.md and plots.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
+    match args.command {
+        ExperimentCommand::ThoughtcommVsText(a) => vs_text(a),
+    }
+}
+
+fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
+    let pipeline = match &args.thoughts {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = args.out.join("pipeline");
+            eprintln!("== training the thought pipeline into {}", dir.display());
+            train_pipeline::run(TrainArgs {
+                models: args.models.clone(),
+                dataset: args.dataset.clone(),
+                split: None,
+                limit: args.train_limit,
+                agents: args.agents,
+                rounds: args.rounds,
+                max_new_tokens: args.max_new_tokens,
+                state_layer: None,
+                latent_dim: 64,
+                lambda: 1e-3,
+                ae_steps: 3000,
+                adapter_steps: args.adapter_steps,
+                prefix_len: 1,
+                adapter_learning_rate: 1e-4,
+                data_dir: args.data_dir.clone(),
+                parallel: args.parallel,
+                seed: args.seed,
+                device: args.device.clone(),
+                out: dir.clone(),
+            })?;
+            dir
+        }
+    };
+    let mut arms: Vec<(String, Vec<OsString>)> = vec![
+        ("text".into(), mode_words("text", &[])),
+        ("single".into(), mode_words("single", &[])),
+    ];
+    let with_pipeline = |dir: &Path, extra: &[&str]| {
+        let mut w = mode_words("thoughtcomm", extra);
+        w.extend(words(&[("--thoughts", dir.display().to_string())]));
+        w
+    };
+    arms.push(("thoughtcomm".into(), with_pipeline(&pipeline, &[])));
+    for ablation in &args.ablations {
+        arms.push((format!("thoughtcomm-{}", ablation.name()), with_pipeline(&pipeline, ablation.flags())));
+    }
+    for &m in &args.prefix_lens {
+        let dir = args.out.join(format!("pipeline-m{m}"));
+        eprintln!("== training adapters with prefix length {m} into {}", dir.display());
+        train_adapter::train(&TrainAdapterArgs {
+            run: pipeline.join("collect"),
+            ae: pipeline.join("ae"),
+            prefix_len: m,
+            width: 256,
+            agreement: train_adapter::AgreementTraining::Learned,
+            steps: args.adapter_steps,
+            batch_size: 4,
+            learning_rate: 1e-4,
+            cosine_weight: 1.0,
+            max_positions: 1024,
+            init_scale: 0.005,
+            seed: args.seed,
+            device: args.device.clone(),
+            out: dir.clone(),
+        })?;
+        arms.push((format!("thoughtcomm-m{m}"), with_pipeline(&dir, &[])));
+    }
+    let mut run_dirs = Vec::new();
+    for (name, mut arm) in arms {
+        let out = args.out.join(&name);
+        arm.extend(common_words(&args, &out));
+        eprintln!("== {name} into {}", out.display());
+        crate::debate::run(debate_args(arm)?)?;
+        run_dirs.push(out);
+    }
+    crate::report::run(crate::report::ReportArgs { runs: run_dirs, out: Some(args.out.clone()) })
+}
+
+fn mode_words(mode: &str, extra: &[&str]) -> Vec<OsString> {
+    ["--mode", mode].iter().chain(extra).map(OsString::from).collect()
+}
+
+/// The flags every arm shares: the same problems, seeds, agents, rounds and token budget.
+fn common_words(args: &VsTextArgs, out: &Path) -> Vec<OsString> {
+    let mut pairs = vec![
+        ("--dataset", args.dataset.clone()),
+        ("--limit", args.limit.to_string()),
+        ("--agents", args.agents.to_string()),
+        ("--rounds", args.rounds.to_string()),
+        ("--max-new-tokens", args.max_new_tokens.to_string()),
+        ("--seed", args.seed.to_string()),
+        ("--parallel", args.parallel.to_string()),
+        ("--device", args.device.clone()),
+        ("--out", out.display().to_string()),
+    ];
+    pairs.extend(args.models.iter().map(|m| ("--model", m.clone())));
+    if let Some(split) = &args.split {
+        pairs.push(("--split", split.clone()));
+    }
+    if let Some(dir) = &args.data_dir {
+        pairs.push(("--data-dir", dir.display().to_string()));
+    }
+    words(&pairs)
+}

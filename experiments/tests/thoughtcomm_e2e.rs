@@ -1,0 +1,112 @@
+//! ThoughtComm end to end with smollm2-135m through the in-process gRPC runtime: `tcomm train`
+//! makes a tiny pipeline (a 3-agent, 2-round text debate on 2 GSM8K train problems, a small
+//! autoencoder, a few adapter steps), `tcomm debate --mode thoughtcomm` runs 2 GSM8K dev problems
+//! with it, and the results' `thoughts` records, the report and the errors for pipelines that do
+//! not fit are checked. Needs `scripts/setup` (model and data).
+use std::path::Path;
+use std::process::{Command, Output};
+
+use agents::answer::{self, Grader};
+use agents::results::read_results;
+use agents::thoughts::ThoughtRoundRecord;
+use thoughtcomm::ThoughtStructure;
+
+fn tcomm(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_tcomm")).env("RUST_LOG", "warn").args(args).output().expect("run tcomm");
+    eprintln!("tcomm {}: {}\n{}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+fn debate(thoughts: &Path, out: &Path, agents: &str) -> Output {
+    tcomm(&[
+        "debate", "--mode", "thoughtcomm", "--thoughts", path(thoughts), "--agents", agents, "--rounds", "2", "--dataset", "gsm8k",
+        "--split", "dev", "--limit", "2", "--model", "smollm2-135m", "--max-new-tokens", "16", "--out", path(out),
+    ])
+}
+
+#[test]
+fn thoughtcomm_trains_debates_records_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("pipeline");
+    let trained = tcomm(&[
+        "train", "--model", "smollm2-135m", "--dataset", "gsm8k", "--limit", "2", "--max-new-tokens", "16", "--latent-dim", "8",
+        "--ae-steps", "100", "--adapter-steps", "3", "--out", path(&pipeline),
+    ]);
+    assert!(trained.status.success());
+    for f in ["manifest.json", "autoencoder.safetensors", "autoencoder.json", "structure.json", "adapter-smollm2-135m.safetensors", "ae/structure.png"] {
+        assert!(pipeline.join(f).is_file(), "{f} missing from the pipeline folder");
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pipeline.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["layer"], 20, "2/3 of smollm2's 30 layers");
+    assert_eq!(manifest["agents"].as_array().map(Vec::len), Some(3));
+    assert_eq!(manifest["provenance"]["adapter_steps"], 3);
+    let collected = read_results(&pipeline.join("collect")).unwrap();
+    assert_eq!(collected.len(), 2);
+    assert!(collected.iter().all(|r| r.id.starts_with("gsm8k/train/")), "trained on the training split");
+    let structure: ThoughtStructure = serde_json::from_str(&std::fs::read_to_string(pipeline.join("structure.json")).unwrap()).unwrap();
+    assert_eq!((structure.num_agents(), structure.num_latents()), (3, 8));
+
+    let out = dir.path().join("tc");
+    assert!(debate(&pipeline, &out, "3").status.success());
+    let results = read_results(&out).unwrap();
+    assert_eq!(results.len(), 2);
+    let equal = Grader::Gsm8k.equal();
+    for r in &results {
+        assert!(r.id.starts_with("gsm8k/dev/"));
+        assert_eq!(r.rounds.len(), 2);
+        for round in &r.rounds {
+            assert_eq!(round.len(), 3);
+            for t in round {
+                let checked = answer::check(Grader::Gsm8k, &t.response, &r.gold);
+                assert_eq!((t.answer.clone(), t.correct), (checked.answer, checked.correct));
+                assert!(t.tokens > 0 && t.tokens <= 16);
+            }
+        }
+        let last: Vec<Option<String>> = r.rounds[1].iter().map(|t| t.answer.clone()).collect();
+        assert_eq!(r.final_answer, answer::majority(&last, equal));
+        // The second round saw the others' texts (shown by default) on top of the prefix.
+        assert!(r.rounds[1].iter().zip(&r.rounds[0]).all(|(t, first)| t.prompt_tokens > first.prompt_tokens));
+        let thoughts = r.thoughts.as_ref().expect("a thoughts record");
+        assert_eq!(thoughts["pipeline"], path(&pipeline));
+        let rounds: Vec<ThoughtRoundRecord> = serde_json::from_value(thoughts["rounds"].clone()).unwrap();
+        assert_eq!(rounds.len(), 1, "thoughts are composed between the two rounds only");
+        let record = &rounds[0];
+        assert_eq!((record.after_round, record.agents.len()), (0, 3));
+        for (i, a) in record.agents.iter().enumerate() {
+            // What each agent received is what the recovered structure routes to it.
+            assert_eq!((a.shared as usize, a.private as usize), (structure.shared(i).len(), structure.private(i).len()), "agent {i}");
+            assert_eq!(a.agreement_weights.len(), 4);
+            assert!(a.prefix_norm.is_finite() && a.prefix_norm > 0.0);
+        }
+        let cosine = record.state_cosine.expect("same-size states");
+        assert!((-1.0..=1.0).contains(&cosine));
+        assert!(record.round_s > 0.0 && record.compose_s >= record.encode_s + record.route_s + record.inject_s);
+    }
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["mode"], "thoughtcomm");
+    assert_eq!(config["thoughts"]["routing"], "routed");
+    assert_eq!(config["thoughts"]["show_text"], true);
+
+    // The report has the thought-communication section, with the overhead recomputed here.
+    let report_dir = dir.path().join("report");
+    assert!(tcomm(&["report", path(&out), "--out", path(&report_dir)]).status.success());
+    let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    let row = md.lines().find(|l| l.starts_with("| tc | 2 |")).unwrap_or_else(|| panic!("no thoughts row in\n{md}"));
+    let compose: f64 = results.iter().flat_map(|r| serde_json::from_value::<Vec<ThoughtRoundRecord>>(r.thoughts.as_ref().unwrap()["rounds"].clone()).unwrap()).map(|t| t.compose_s).sum();
+    let wall: f64 = results.iter().map(|r| r.wall_time_s).sum();
+    assert!(row.ends_with(&format!("| {:.2}% |", 100.0 * compose / wall)), "{row}");
+
+    // Pipelines that do not fit are refused before anything is generated.
+    let refused = debate(&pipeline, &dir.path().join("two"), "2");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("trained for 3 agents, the debate has 2"), "{stderr}");
+    assert!(read_results(&dir.path().join("two")).unwrap().is_empty());
+    let missing = debate(&dir.path().join("nowhere"), &dir.path().join("none"), "3");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("manifest.json"));
+}
