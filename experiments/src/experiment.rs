@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::train_adapter::{self, TrainAdapterArgs};
-use crate::train_pipeline::{self, debate_args, words, TrainArgs};
+use crate::train_pipeline::{self, debate_args, words, DebateSetup, TrainArgs};
 
 #[derive(Args)]
 pub struct ExperimentArgs {
@@ -55,30 +55,13 @@ impl Ablation {
 
 #[derive(Args)]
 pub struct VsTextArgs {
-    /// Model of every agent, or one per agent when repeated.
-    #[arg(long = "model", default_value = runtime::registry::DEFAULT_MODEL)]
-    pub models: Vec<String>,
-    #[arg(long, default_value = "gsm8k")]
-    pub dataset: String,
+    #[command(flatten)]
+    pub setup: DebateSetup,
     /// Evaluation split (default: the dataset's: dev, or test_dev for math).
     #[arg(long)]
     pub split: Option<String>,
     #[arg(long, default_value_t = 200)]
     pub limit: usize,
-    #[arg(long, default_value_t = 3)]
-    pub agents: usize,
-    #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
-    #[arg(long, default_value_t = 256)]
-    pub max_new_tokens: u32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 4)]
-    pub parallel: usize,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// A trained pipeline folder; default: train one into <out>/pipeline (see --train-limit).
     #[arg(long)]
     pub thoughts: Option<PathBuf>,
@@ -113,13 +96,9 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
             let dir = args.out.join("pipeline");
             eprintln!("== training the thought pipeline into {}", dir.display());
             train_pipeline::run(TrainArgs {
-                models: args.models.clone(),
-                dataset: args.dataset.clone(),
+                setup: args.setup.clone(),
                 split: None,
                 limit: args.train_limit,
-                agents: args.agents,
-                rounds: args.rounds,
-                max_new_tokens: args.max_new_tokens,
                 state_layer: None,
                 latent_dim: 64,
                 lambda: 1e-3,
@@ -127,10 +106,6 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
                 adapter_steps: args.adapter_steps,
                 prefix_len: 1,
                 adapter_learning_rate: 1e-4,
-                data_dir: args.data_dir.clone(),
-                parallel: args.parallel,
-                seed: args.seed,
-                device: args.device.clone(),
                 out: dir.clone(),
             })?;
             dir
@@ -164,8 +139,8 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
             cosine_weight: 1.0,
             max_positions: 1024,
             init_scale: 0.005,
-            seed: args.seed,
-            device: args.device.clone(),
+            seed: args.setup.seed,
+            device: args.setup.device.clone(),
             out: dir.clone(),
         })?;
         arms.push((format!("thoughtcomm-m{m}"), with_pipeline(&dir, &[])));
@@ -173,7 +148,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     let mut run_dirs = Vec::new();
     for (name, mut arm) in arms {
         let out = args.out.join(&name);
-        arm.extend(common_words(&args, &out));
+        arm.extend(args.setup.words(args.split.as_deref(), args.limit, &out));
         eprintln!("== {name} into {}", out.display());
         crate::debate::run(debate_args(arm)?)?;
         run_dirs.push(out);
@@ -183,27 +158,4 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
 
 fn mode_words(mode: &str, extra: &[&str]) -> Vec<OsString> {
     ["--mode", mode].iter().chain(extra).map(OsString::from).collect()
-}
-
-/// The flags every arm shares: the same problems, seeds, agents, rounds and token budget.
-fn common_words(args: &VsTextArgs, out: &Path) -> Vec<OsString> {
-    let mut pairs = vec![
-        ("--dataset", args.dataset.clone()),
-        ("--limit", args.limit.to_string()),
-        ("--agents", args.agents.to_string()),
-        ("--rounds", args.rounds.to_string()),
-        ("--max-new-tokens", args.max_new_tokens.to_string()),
-        ("--seed", args.seed.to_string()),
-        ("--parallel", args.parallel.to_string()),
-        ("--device", args.device.clone()),
-        ("--out", out.display().to_string()),
-    ];
-    pairs.extend(args.models.iter().map(|m| ("--model", m.clone())));
-    if let Some(split) = &args.split {
-        pairs.push(("--split", split.clone()));
-    }
-    if let Some(dir) = &args.data_dir {
-        pairs.push(("--data-dir", dir.display().to_string()));
-    }
-    words(&pairs)
 }

@@ -13,26 +13,69 @@ use crate::debate::DebateArgs;
 use crate::train::{self, TrainAeArgs};
 use crate::train_adapter::{self, TrainAdapterArgs};
 
-#[derive(Args)]
-pub struct TrainArgs {
+/// The debate settings shared by `tcomm train` (to collect states) and `tcomm experiment` (every
+/// arm): the same agents, rounds, token budget, seeds and data.
+#[derive(Args, Clone)]
+pub struct DebateSetup {
     /// Model of every agent, or one per agent when repeated.
     #[arg(long = "model", default_value = runtime::registry::DEFAULT_MODEL)]
     pub models: Vec<String>,
-    /// gsm8k (trains on its train split), math (test_dev) or math500 (dev).
+    /// gsm8k, math or math500.
     #[arg(long, default_value = "gsm8k")]
     pub dataset: String,
-    /// Defaults to the dataset's training split (train for gsm8k, test_dev for math).
-    #[arg(long)]
-    pub split: Option<String>,
-    /// Training problems whose debates are collected (the paper used about 500).
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
     #[arg(long, default_value_t = 3)]
     pub agents: usize,
     #[arg(long, default_value_t = 2)]
     pub rounds: usize,
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: u32,
+    /// Data folder with gsm8k/ and math/ (default: $TCOMM_DATA, then ../shared/data).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Problems solved concurrently.
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl DebateSetup {
+    /// These settings as `tcomm debate` flags, for the problems `limit` of `split` into `out`.
+    pub fn words(&self, split: Option<&str>, limit: usize, out: &std::path::Path) -> Vec<OsString> {
+        let mut pairs = vec![
+            ("--dataset", self.dataset.clone()),
+            ("--limit", limit.to_string()),
+            ("--agents", self.agents.to_string()),
+            ("--rounds", self.rounds.to_string()),
+            ("--max-new-tokens", self.max_new_tokens.to_string()),
+            ("--parallel", self.parallel.to_string()),
+            ("--seed", self.seed.to_string()),
+            ("--device", self.device.clone()),
+            ("--out", out.display().to_string()),
+        ];
+        pairs.extend(self.models.iter().map(|m| ("--model", m.clone())));
+        if let Some(split) = split {
+            pairs.push(("--split", split.to_string()));
+        }
+        if let Some(dir) = &self.data_dir {
+            pairs.push(("--data-dir", dir.display().to_string()));
+        }
+        words(&pairs)
+    }
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub setup: DebateSetup,
+    /// Defaults to the dataset's training split (train for gsm8k, test_dev for math, dev for math500).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Training problems whose debates are collected (the paper used about 500).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
     /// Layer of the states (default 2/3 of the depth).
     #[arg(long)]
     pub state_layer: Option<u32>,
@@ -49,15 +92,6 @@ pub struct TrainArgs {
     pub prefix_len: i64,
     #[arg(long, default_value_t = 1e-4)]
     pub adapter_learning_rate: f64,
-    /// Data folder with gsm8k/ and math/ (default: $TCOMM_DATA, then ../shared/data).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 4)]
-    pub parallel: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// The pipeline folder (what `tcomm debate --mode thoughtcomm --thoughts` takes).
     #[arg(long)]
     pub out: PathBuf,
@@ -81,36 +115,21 @@ pub fn words(pairs: &[(&str, String)]) -> Vec<OsString> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let split = match (&args.split, args.dataset.as_str()) {
+    let setup = &args.setup;
+    let split = match (&args.split, setup.dataset.as_str()) {
         (Some(s), _) => s.clone(),
         (None, "gsm8k") => "train".into(),
         (None, "math") => "test_dev".into(),
         (None, _) => "dev".into(),
     };
     let collect = args.out.join("collect");
-    let mut pairs = vec![
-        ("--mode", "text".to_string()),
-        ("--dataset", args.dataset.clone()),
-        ("--split", split),
-        ("--limit", args.limit.to_string()),
-        ("--agents", args.agents.to_string()),
-        ("--rounds", args.rounds.to_string()),
-        ("--max-new-tokens", args.max_new_tokens.to_string()),
-        ("--parallel", args.parallel.to_string()),
-        ("--seed", args.seed.to_string()),
-        ("--device", args.device.clone()),
-        ("--save-states", String::new()),
-        ("--out", collect.display().to_string()),
-    ];
-    pairs.extend(args.models.iter().map(|m| ("--model", m.clone())));
+    let mut collect_words = words(&[("--mode", "text".into()), ("--save-states", String::new())]);
+    collect_words.extend(setup.words(Some(split.as_str()), args.limit, &collect));
     if let Some(layer) = args.state_layer {
-        pairs.push(("--state-layer", layer.to_string()));
-    }
-    if let Some(dir) = &args.data_dir {
-        pairs.push(("--data-dir", dir.display().to_string()));
+        collect_words.extend(words(&[("--state-layer", layer.to_string())]));
     }
     eprintln!("[1/3] collecting debate states into {}", collect.display());
-    crate::debate::run(debate_args(words(&pairs))?)?;
+    crate::debate::run(debate_args(collect_words)?)?;
 
     let ae_dir = args.out.join("ae");
     eprintln!("[2/3] training the thought autoencoder into {}", ae_dir.display());
@@ -124,7 +143,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         batch_size: 128,
         learning_rate: 1e-3,
         threshold: 0.1,
-        seed: args.seed,
+        seed: setup.seed,
         out: ae_dir.clone(),
     })?;
 
@@ -141,8 +160,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         cosine_weight: 1.0,
         max_positions: 1024,
         init_scale: 0.005,
-        seed: args.seed,
-        device: args.device.clone(),
+        seed: setup.seed,
+        device: setup.device.clone(),
         out: args.out.clone(),
     })
 }
