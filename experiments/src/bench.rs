@@ -6,6 +6,7 @@
 //! Every measured run happens in a child process of its own (`tcomm bench decode-worker` for
 //! this engine, `scripts/bench_transformers.py` for transformers), so that each run's peak RSS
 //! is its own and no run warms caches for another.
+mod serve;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -38,12 +39,15 @@ enum BenchCommand {
     /// One measured run of this engine in its own process; prints one JSON line (used by `decode`).
     #[command(hide = true)]
     DecodeWorker(WorkerArgs),
+    /// Throughput and latency through the in-process gRPC runtime against the engine called directly.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Decode(args) => decode(args),
         BenchCommand::DecodeWorker(args) => worker::run(args),
+        BenchCommand::Serve(args) => serve::run(args),
     }
 }
 

@@ -43,7 +43,7 @@ enum Command {
     Debate(debate::DebateArgs),
     /// Compare runs: markdown table with intervals and paired tests, plots per round.
     Report(report::ReportArgs),
-    /// Benchmarks: decode speed against transformers (and llama.cpp)
+    /// Benchmarks: decode speed against transformers (and llama.cpp), gRPC serving overhead
     Bench(bench::BenchArgs),
     /// Train the thought autoencoder on the hidden states a debate saved (--save-states).
     TrainAe(train::TrainAeArgs),

@@ -150,7 +150,7 @@ fn run_engine(
 }
 
 /// The process's peak resident set (VmHWM), 0 where /proc is missing.
-fn peak_rss_bytes() -> u64 {
+pub(super) fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
