@@ -6,6 +6,7 @@
 //! Every measured run happens in a child process of its own (`tcomm bench decode-worker` for
 //! this engine, `scripts/bench_transformers.py` for transformers), so that each run's peak RSS
 //! is its own and no run warms caches for another.
+mod ae;
 mod serve;
 mod worker;
 
@@ -41,6 +42,8 @@ enum BenchCommand {
     DecodeWorker(WorkerArgs),
     /// Throughput and latency through the in-process gRPC runtime against the engine called directly.
     Serve(serve::ServeArgs),
+    /// Training throughput of the thought autoencoder against the equivalent PyTorch script.
+    Ae(ae::AeArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Decode(args) => decode(args),
         BenchCommand::DecodeWorker(args) => worker::run(args),
         BenchCommand::Serve(args) => serve::run(args),
+        BenchCommand::Ae(args) => ae::run(args),
     }
 }
 
@@ -449,7 +453,7 @@ fn spinner(message: &str) -> ProgressBar {
 }
 
 /// Runs a worker, returns its last stdout line parsed as JSON; stderr is shown on failure.
-fn run_json_worker<T: for<'de> Deserialize<'de>>(mut cmd: Command) -> anyhow::Result<T> {
+pub(super) fn run_json_worker<T: for<'de> Deserialize<'de>>(mut cmd: Command) -> anyhow::Result<T> {
     tracing::debug!(?cmd, "starting worker");
     let out = cmd
         .stdin(Stdio::null())
@@ -567,11 +571,11 @@ fn repo_root() -> PathBuf {
     }
 }
 
-fn scripts_dir() -> PathBuf {
+pub(super) fn scripts_dir() -> PathBuf {
     repo_root().join("scripts")
 }
 
-fn default_python() -> PathBuf {
+pub(super) fn default_python() -> PathBuf {
     let venv = repo_root().join(".venv").join("bin").join("python");
     if venv.exists() {
         venv
