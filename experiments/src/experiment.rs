@@ -68,6 +68,9 @@ pub struct VsTextArgs {
     /// Training problems when the pipeline is trained here.
     #[arg(long, default_value_t = 100)]
     pub train_limit: usize,
+    /// Adam steps of the autoencoder when the pipeline is trained here.
+    #[arg(long, default_value_t = 3000)]
+    pub ae_steps: u64,
     /// Optimizer steps of each adapter trained here (the pipeline's and those of --prefix-lens).
     #[arg(long, default_value_t = 200)]
     pub adapter_steps: u64,
@@ -102,7 +105,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
                 state_layer: None,
                 latent_dim: 64,
                 lambda: 1e-3,
-                ae_steps: 3000,
+                ae_steps: args.ae_steps,
                 adapter_steps: args.adapter_steps,
                 prefix_len: 1,
                 adapter_learning_rate: 1e-4,

@@ -94,7 +94,13 @@ pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result
         eprintln!("resuming the autoencoder at step {}", ae.step());
         ae
     } else {
-        let train = TrainConfig { batch_size: args.batch_size, learning_rate: args.learning_rate, seed: args.seed };
+        // Batches are drawn with replacement; one larger than the data only repeats samples at
+        // the cost of a larger Jacobian (batch x n_h x k).
+        let batch_size = args.batch_size.min(states.samples());
+        if batch_size < args.batch_size {
+            tracing::info!(batch_size, samples = states.samples(), "batch size lowered to the number of samples");
+        }
+        let train = TrainConfig { batch_size, learning_rate: args.learning_rate, seed: args.seed };
         ThoughtAutoencoder::new(config, train)?
     };
     let bar = bar(args.steps, "autoencoder")?;
