@@ -1,7 +1,7 @@
 //! `tcomm train-adapter`: trains one prefix adapter per model on a debate run's trajectories
 //! (backbone frozen, gradients through the model to the adapter only) and writes the pipeline
 //! folder: the adapters, copies of the autoencoder and its structure, and manifest.json.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -112,13 +112,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let device = runtime::device::parse_device(&args.device)?;
     let kind = runtime::device::parse_kind("auto", device)?;
     let mut losses = BTreeMap::new();
-    let models: Vec<String> = {
-        let mut m: Vec<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
-        m.dedup();
-        m.sort();
-        m.dedup();
-        m
-    };
+    let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
         let examples = examples(&run, &ae, &model, &model_name)?;
