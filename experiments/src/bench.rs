@@ -1,28 +1,21 @@
-//! `tcomm bench`: benchmarks. `bench decode` measures greedy decode speed of this engine side by
-//! side with Hugging Face transformers (and llama.cpp when its Python binding is installed) on
-//! the same GGUF, the same prompts and the same thread count, and puts the results next to the
-//! machine's memory-bandwidth roofline.
-//!
-//! Every measured run happens in a child process of its own (`tcomm bench decode-worker` for
-//! this engine, `scripts/bench_transformers.py` for transformers), so that each run's peak RSS
-//! is its own and no run warms caches for another.
+//! `tcomm bench`: benchmarks that measure this implementation side by side with the tools users
+//! know, in one invocation: `decode` (the engine against transformers and llama.cpp), `serve`
+//! (the gRPC runtime against the engine called directly), `ae` (the thought autoencoder's
+//! training against PyTorch). This file holds the subcommands and the helpers they share.
 mod ae;
+mod decode;
 mod serve;
 mod worker;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
-use runtime::gguf::GgufFile;
-use runtime::loader::{self, ModelLocation};
-use runtime::tokenizer::TextTokenizer;
-use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use serde::Deserialize;
+use tch::Kind;
 
 pub use worker::WorkerArgs;
 
@@ -35,8 +28,8 @@ pub struct BenchArgs {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Decode speed (tokens/s, time to first token, peak RSS) of this engine against transformers.
-    #[command(long_about = DECODE_LONG_ABOUT)]
-    Decode(DecodeArgs),
+    #[command(long_about = decode::LONG_ABOUT)]
+    Decode(decode::DecodeArgs),
     /// One measured run of this engine in its own process; prints one JSON line (used by `decode`).
     #[command(hide = true)]
     DecodeWorker(WorkerArgs),
@@ -48,49 +41,12 @@ enum BenchCommand {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
-        BenchCommand::Decode(args) => decode(args),
+        BenchCommand::Decode(args) => decode::run(args),
         BenchCommand::DecodeWorker(args) => worker::run(args),
         BenchCommand::Serve(args) => serve::run(args),
         BenchCommand::Ae(args) => ae::run(args),
     }
 }
-
-const DECODE_LONG_ABOUT: &str = "\
-Decode speed of this engine against Hugging Face transformers (and llama.cpp), in one invocation.
-
-For each batch size B: B sequences (prompts of exactly --prompt-tokens tokens, cut from a fixed
-set of varied texts, identical token ids on both sides), greedy, exactly --new-tokens new tokens
-each (no stop tokens; transformers gets max_new_tokens = min_new_tokens = N). Each side and batch
-size runs in a process of its own: load, one warm-up run of --warmup-tokens new tokens, then the
-measured run (--repeat N: N such processes per side, alternating, the fastest kept). Both sides use --threads intra-op threads and the same GGUF, whose weights both
-dequantize to f32 (transformers' GGUF loader always does; this engine computes in --dtype).
-
-Columns: tok/s = B*N / total time (prefill included, as users see it); decode tok/s =
-B*(N-1) / (total - TTFT) (steady-state decode); TTFT = time until every sequence of the batch has
-its first token (the batch's prefill); peak RSS = the worker process's high-water mark (VmHWM on
-Linux; ru_maxrss for Python), load and warm-up included; same = sequences whose generated tokens
-equal transformers' exactly.
-
-Roofline: the memory bandwidth is measured here (libtorch sum over a 1 GiB f32 tensor, best of 5,
-with --threads threads); batch-1 decode must read every weight once per token (all GGUF tensors at
-the compute dtype, the token embedding only when it is tied to the output head), so the roofline
-is bandwidth / bytes-per-token tokens/s.
-
---json prints one object:
-  model, gguf, architecture, device, dtype, threads, prompt_tokens, new_tokens, warmup_tokens,
-  repeat (measured runs per side; the fastest is reported), omp_wait_policy
-  weights: {format (compute dtype), dequantized_from ({ggml type: tensor count}), parameters,
-            bytes_per_token}
-  memory_bandwidth_gbs, roofline_batch1_tokens_per_s, roofline_fraction_batch1 (ours decode
-            tok/s at batch 1 over the roofline; null without a batch-1 run)
-  llamacpp: null when llama-cpp-python is not installed, else {tokens_per_s, ttft_s, ...} (batch 1)
-  runs: [{batch, ours, transformers (null with --skip-transformers or on failure),
-          transformers_error, ratio (ours tokens_per_s / transformers tokens_per_s),
-          decode_ratio, same_tokens (sequences with identical output),
-          load_average (1-minute load average when the batch size started)}]
-  where ours / transformers = {tokens_per_s, decode_tokens_per_s, ttft_s, total_s, load_s,
-          peak_rss_bytes, threads, step_ms_median (ours only)}.
-All times in seconds, bandwidth in GB/s (1e9 bytes).";
 
 #[derive(Args, Clone)]
 pub struct ModelChoice {
@@ -103,330 +59,6 @@ pub struct ModelChoice {
     /// Compute dtype of this engine: auto (f32 on CPU, bf16 on CUDA), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
-}
-
-#[derive(Args)]
-pub struct DecodeArgs {
-    #[command(flatten)]
-    model: ModelChoice,
-    /// Batch sizes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,6,24")]
-    batch: Vec<usize>,
-    /// New tokens per sequence (exactly; stop tokens are ignored).
-    #[arg(long, default_value_t = 128)]
-    new_tokens: usize,
-    /// Tokens per prompt.
-    #[arg(long, default_value_t = 32)]
-    prompt_tokens: usize,
-    /// Intra-op threads of both sides (default: the available cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// New tokens of the warm-up run that precedes each measured run (0 = none).
-    #[arg(long, default_value_t = 16)]
-    warmup_tokens: usize,
-    /// Measure this engine only.
-    #[arg(long)]
-    skip_transformers: bool,
-    /// Measured runs per side and batch size, alternating sides; the fastest of each is kept
-    /// (rejects interference from other processes on a shared machine).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
-    repeat: u32,
-    /// transformers' attn_implementation: sdpa (its default) or eager.
-    #[arg(long, default_value = "sdpa")]
-    hf_attn: String,
-    /// OMP_WAIT_POLICY for every worker (both sides share libgomp): passive keeps idle OpenMP
-    /// threads from spinning, which on a machine busy with other work makes multi-threaded
-    /// runs several times faster and far steadier; `inherit` leaves the environment as it is.
-    #[arg(long, default_value = "inherit", value_parser = ["inherit", "active", "passive"])]
-    omp_wait_policy: String,
-    /// The Python with torch and transformers (default: $TCOMM_ROOT/.venv/bin/python, else python3).
-    #[arg(long, env = "TCOMM_PYTHON")]
-    python: Option<PathBuf>,
-    /// Print one JSON object (fields in the long help) instead of the table.
-    #[arg(long)]
-    json: bool,
-}
-
-/// What one measured run reports (both sides print this as one JSON line).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SideResult {
-    pub side: String,
-    pub batch: usize,
-    pub prompt_tokens: usize,
-    pub new_tokens: usize,
-    pub threads: i64,
-    pub load_s: f64,
-    pub ttft_s: f64,
-    pub total_s: f64,
-    pub tokens_per_s: f64,
-    pub decode_tokens_per_s: f64,
-    pub peak_rss_bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step_ms_median: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attn_implementation: Option<String>,
-    /// Generated tokens per sequence; compared across sides, then dropped from the report.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tokens: Vec<Vec<u32>>,
-}
-
-#[derive(Serialize)]
-struct RunReport {
-    batch: usize,
-    ours: SideResult,
-    transformers: Option<SideResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transformers_error: Option<String>,
-    ratio: Option<f64>,
-    decode_ratio: Option<f64>,
-    same_tokens: Option<usize>,
-    /// 1-minute load average when this batch size started (other processes skew timings).
-    load_average: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct WeightInfo {
-    format: String,
-    dequantized_from: BTreeMap<String, usize>,
-    parameters: u64,
-    bytes_per_token: u64,
-}
-
-#[derive(Serialize)]
-struct Report {
-    model: String,
-    gguf: Option<PathBuf>,
-    architecture: String,
-    device: String,
-    dtype: String,
-    threads: usize,
-    prompt_tokens: usize,
-    new_tokens: usize,
-    warmup_tokens: usize,
-    repeat: u32,
-    omp_wait_policy: String,
-    weights: Option<WeightInfo>,
-    memory_bandwidth_gbs: f64,
-    roofline_batch1_tokens_per_s: Option<f64>,
-    roofline_fraction_batch1: Option<f64>,
-    llamacpp: Option<serde_json::Value>,
-    #[serde(skip)]
-    llamacpp_note: String,
-    runs: Vec<RunReport>,
-}
-
-fn decode(args: DecodeArgs) -> anyhow::Result<()> {
-    if args.batch.is_empty() || args.batch.contains(&0) {
-        bail!("--batch needs positive sizes, got {:?}", args.batch);
-    }
-    if args.new_tokens < 2 || args.prompt_tokens == 0 {
-        bail!("--new-tokens must be at least 2 and --prompt-tokens at least 1");
-    }
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let device = runtime::device::parse_device(&args.model.device)?;
-    let kind = runtime::device::parse_kind(&args.model.dtype, device)?;
-
-    // Tokenizer and weight facts from the file header only; the workers load the network.
-    let bar = spinner("reading the model header");
-    let location = loader::resolve(&args.model.model)?;
-    let (tokenizer, gguf_path, weights, architecture) = match &location {
-        ModelLocation::Gguf(path) => {
-            let file = GgufFile::open(path)?;
-            let tokenizer = TextTokenizer::from_gguf(&file)?;
-            let architecture = file.architecture().unwrap_or("?").to_string();
-            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
-            (
-                tokenizer,
-                Some(path),
-                Some(weight_info(&file, kind)),
-                architecture,
-            )
-        }
-        ModelLocation::CheckpointDir(dir) => (
-            TextTokenizer::from_hf_dir(dir)?,
-            None,
-            None,
-            "checkpoint".into(),
-        ),
-    };
-    let max_batch = args.batch.iter().copied().max().unwrap_or(1);
-    let prompts = make_prompts(&tokenizer, max_batch, args.prompt_tokens)?;
-    bar.finish_and_clear();
-
-    let bar = spinner("measuring memory bandwidth (1 GiB sum, best of 5)");
-    let bandwidth = memory_bandwidth_gbs(threads, device);
-    bar.finish_with_message(format!("memory bandwidth: {bandwidth:.1} GB/s"));
-
-    let python = args.python.clone().unwrap_or_else(default_python);
-    let scripts = scripts_dir();
-    let exe = std::env::current_exe().context("locating the tcomm binary")?;
-    let tmp = std::env::temp_dir().join(format!("tcomm-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    // transformers gets the same file (its loader takes a .gguf path or a HF folder).
-    let model_for_python = match &location {
-        ModelLocation::Gguf(p) | ModelLocation::CheckpointDir(p) => {
-            std::fs::canonicalize(p).unwrap_or(p.clone())
-        }
-    };
-
-    let mut runs = Vec::new();
-    for &b in &args.batch {
-        let prompts_file = tmp.join(format!("prompts-{b}.json"));
-        std::fs::write(&prompts_file, serde_json::to_string(&prompts[..b])?)?;
-        let common = [
-            "--prompts-file".to_string(),
-            prompts_file.display().to_string(),
-            "--new-tokens".into(),
-            args.new_tokens.to_string(),
-            "--threads".into(),
-            threads.to_string(),
-            "--warmup-tokens".into(),
-            args.warmup_tokens.to_string(),
-        ];
-
-        let load_average = load_average();
-        let mut ours: Option<SideResult> = None;
-        let (mut transformers, mut transformers_error) = (None::<SideResult>, None);
-        for attempt in 1..=args.repeat {
-            let round = if args.repeat > 1 {
-                format!(" (run {attempt}/{})", args.repeat)
-            } else {
-                String::new()
-            };
-            let bar = spinner(&format!("batch {b}: this engine{round}"));
-            let mut cmd = Command::new(&exe);
-            set_omp_policy(&mut cmd, &args.omp_wait_policy);
-            cmd.args(["bench", "decode-worker", "--model", &args.model.model]);
-            cmd.args(["--device", &args.model.device, "--dtype", &args.model.dtype]);
-            cmd.args(&common);
-            let r: SideResult =
-                run_json_worker(cmd).with_context(|| format!("this engine's run at batch {b}"))?;
-            bar.finish_with_message(format!(
-                "batch {b}: this engine{round} {:.1} tokens/s (TTFT {:.3}s)",
-                r.tokens_per_s, r.ttft_s
-            ));
-            ours = Some(best_of(ours, r));
-
-            if args.skip_transformers {
-                continue;
-            }
-            let bar = spinner(&format!("batch {b}: transformers{round}"));
-            let mut cmd = Command::new(&python);
-            set_omp_policy(&mut cmd, &args.omp_wait_policy);
-            cmd.arg(scripts.join("bench_transformers.py"));
-            cmd.args([
-                "--model".to_string(),
-                model_for_python.display().to_string(),
-                "--attn".into(),
-                args.hf_attn.clone(),
-            ]);
-            cmd.args(&common);
-            match run_json_worker::<SideResult>(cmd) {
-                Ok(r) => {
-                    bar.finish_with_message(format!(
-                        "batch {b}: transformers{round} {:.1} tokens/s (TTFT {:.3}s)",
-                        r.tokens_per_s, r.ttft_s
-                    ));
-                    transformers = Some(best_of(transformers, r));
-                }
-                Err(e) => {
-                    bar.finish_with_message(format!("batch {b}: transformers{round} failed"));
-                    transformers_error = Some(format!("{e:#}"));
-                }
-            }
-        }
-        let ours = ours.context("no measured run")?;
-        if transformers.is_some() {
-            transformers_error = None;
-        }
-        let ratio = transformers
-            .as_ref()
-            .map(|t| ours.tokens_per_s / t.tokens_per_s);
-        let decode_ratio = transformers
-            .as_ref()
-            .map(|t| ours.decode_tokens_per_s / t.decode_tokens_per_s);
-        let same_tokens = transformers.as_ref().map(|t| {
-            ours.tokens
-                .iter()
-                .zip(&t.tokens)
-                .filter(|(a, b)| a == b)
-                .count()
-        });
-        let (mut ours, mut transformers) = (ours, transformers);
-        ours.tokens.clear();
-        if let Some(t) = transformers.as_mut() {
-            t.tokens.clear();
-        }
-        runs.push(RunReport {
-            batch: b,
-            ours,
-            transformers,
-            transformers_error,
-            ratio,
-            decode_ratio,
-            same_tokens,
-            load_average,
-        });
-    }
-
-    let (llamacpp, llamacpp_note) = if args.skip_transformers {
-        (None, "llama.cpp: skipped (--skip-transformers)".to_string())
-    } else {
-        run_llamacpp(
-            &args,
-            &python,
-            &scripts,
-            &model_for_python,
-            &tmp,
-            &prompts[..1],
-            threads,
-        )
-    };
-    let _ = std::fs::remove_dir_all(&tmp);
-
-    let roofline = weights
-        .as_ref()
-        .map(|w| bandwidth * 1e9 / w.bytes_per_token as f64);
-    let batch1 = runs.iter().find(|r| r.batch == 1);
-    let fraction = roofline
-        .zip(batch1)
-        .map(|(r, b1)| b1.ours.decode_tokens_per_s / r);
-    let report = Report {
-        model: args.model.model.clone(),
-        gguf: gguf_path,
-        architecture,
-        device: args.model.device.clone(),
-        dtype: kind_name(kind).to_string(),
-        threads,
-        prompt_tokens: args.prompt_tokens,
-        new_tokens: args.new_tokens,
-        warmup_tokens: args.warmup_tokens,
-        repeat: args.repeat,
-        omp_wait_policy: args.omp_wait_policy.clone(),
-        weights,
-        memory_bandwidth_gbs: bandwidth,
-        roofline_batch1_tokens_per_s: roofline,
-        roofline_fraction_batch1: fraction,
-        llamacpp,
-        llamacpp_note,
-        runs,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
-}
-
-/// The faster of two runs (by tokens/s).
-fn best_of(best: Option<SideResult>, new: SideResult) -> SideResult {
-    match best {
-        Some(b) if b.tokens_per_s >= new.tokens_per_s => b,
-        _ => new,
-    }
 }
 
 fn set_omp_policy(cmd: &mut Command, policy: &str) {
@@ -485,59 +117,6 @@ pub(super) fn run_json_worker<T: for<'de> Deserialize<'de>>(mut cmd: Command) ->
     serde_json::from_str(line).with_context(|| format!("parsing the worker's output: {line}"))
 }
 
-/// Prompts of exactly `len` tokens, one per sequence, cut from a token stream of varied texts
-/// at different offsets so that no two sequences are the same.
-fn make_prompts(
-    tokenizer: &TextTokenizer,
-    count: usize,
-    len: usize,
-) -> anyhow::Result<Vec<Vec<u32>>> {
-    const TEXTS: &[&str] = &[
-        "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?",
-        "The history of the printing press begins in the fifteenth century, when movable type changed how knowledge spread across Europe and beyond.",
-        "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n\nprint([fibonacci(i) for i in range(10)])",
-        "Photosynthesis converts light energy into chemical energy: plants take in carbon dioxide and water and release oxygen as a by-product.",
-        "A train leaves the station at 3 pm travelling at 60 miles per hour; a second train leaves an hour later at 80 miles per hour. When does it catch up?",
-        "Write a short poem about the sea at night, the sound of waves on the shore, and the lights of distant ships moving slowly along the horizon.",
-    ];
-    let mut stream = Vec::new();
-    for text in TEXTS {
-        stream.extend(tokenizer.encode(text, false)?);
-        stream.extend(tokenizer.encode("\n\n", false)?);
-    }
-    if stream.is_empty() {
-        bail!("the tokenizer produced no tokens for the benchmark texts");
-    }
-    let n = stream.len();
-    Ok((0..count)
-        .map(|i| (0..len).map(|j| stream[(i * 13 + j) % n]).collect())
-        .collect())
-}
-
-/// Weight facts from the GGUF header: what the engine computes in, what it was dequantized
-/// from, and the bytes a batch-1 decode step must read (every tensor once at the compute dtype;
-/// the token embedding only when it doubles as the output head, since a row gather is negligible).
-fn weight_info(file: &GgufFile, kind: Kind) -> WeightInfo {
-    let elem = kind.elt_size_in_bytes() as u64;
-    let mut from = BTreeMap::new();
-    let mut parameters = 0u64;
-    let mut read = 0u64;
-    let tied = file.tensor_info("output.weight").is_none();
-    for t in file.tensors() {
-        *from.entry(t.ggml_type.name().to_string()).or_insert(0) += 1;
-        parameters += t.n_elements();
-        if t.name != "token_embd.weight" || tied {
-            read += t.n_elements() * elem;
-        }
-    }
-    WeightInfo {
-        format: kind_name(kind).to_string(),
-        dequantized_from: from,
-        parameters,
-        bytes_per_token: read,
-    }
-}
-
 fn kind_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Float => "f32",
@@ -545,23 +124,6 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Half => "f16",
         _ => "other",
     }
-}
-
-/// Read bandwidth in GB/s: a sum over a 1 GiB f32 tensor, best of 5 (after one untimed pass).
-fn memory_bandwidth_gbs(threads: usize, device: tch::Device) -> f64 {
-    let _guard = tch::no_grad_guard();
-    tch::set_num_threads(threads as i32);
-    let elements: i64 = 1 << 28;
-    let big = Tensor::ones([elements], (Kind::Float, device));
-    let sync = |t: &Tensor| t.double_value(&[]);
-    sync(&big.sum(Kind::Float));
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let start = Instant::now();
-        sync(&big.sum(Kind::Float));
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    (elements as f64 * 4.0) / best / 1e9
 }
 
 fn repo_root() -> PathBuf {
@@ -584,202 +146,6 @@ pub(super) fn default_python() -> PathBuf {
     }
 }
 
-/// llama.cpp at batch 1 through llama-cpp-python, when the Python has it.
-fn run_llamacpp(
-    args: &DecodeArgs,
-    python: &Path,
-    scripts: &Path,
-    model: &Path,
-    tmp: &Path,
-    prompts: &[Vec<u32>],
-    threads: usize,
-) -> (Option<serde_json::Value>, String) {
-    let (new_tokens, warmup_tokens, omp_wait_policy) =
-        (args.new_tokens, args.warmup_tokens, &args.omp_wait_policy);
-    let installed = Command::new(python)
-        .args(["-c", "import llama_cpp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
-        return (
-            None,
-            "llama.cpp: not installed (pip install llama-cpp-python)".into(),
-        );
-    }
-    if model.extension().is_none_or(|e| e != "gguf") {
-        return (None, "llama.cpp: needs a .gguf model".into());
-    }
-    let bar = spinner("batch 1: llama.cpp");
-    let file = tmp.join("prompts-llamacpp.json");
-    if let Err(e) = std::fs::write(&file, serde_json::to_string(prompts).unwrap_or_default()) {
-        return (None, format!("llama.cpp: failed: {e}"));
-    }
-    let mut cmd = Command::new(python);
-    set_omp_policy(&mut cmd, omp_wait_policy);
-    cmd.arg(scripts.join("bench_llamacpp.py"));
-    cmd.args([
-        "--model".to_string(),
-        model.display().to_string(),
-        "--prompts-file".into(),
-        file.display().to_string(),
-    ]);
-    cmd.args([
-        "--new-tokens".to_string(),
-        new_tokens.to_string(),
-        "--threads".into(),
-        threads.to_string(),
-    ]);
-    cmd.args(["--warmup-tokens".to_string(), warmup_tokens.to_string()]);
-    match run_json_worker::<serde_json::Value>(cmd) {
-        Ok(v) => {
-            let tps = v
-                .get("tokens_per_s")
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(f64::NAN);
-            bar.finish_and_clear();
-            (
-                Some(v),
-                format!("llama.cpp (batch 1, the GGUF as stored): {tps:.1} tokens/s"),
-            )
-        }
-        Err(e) => {
-            bar.finish_and_clear();
-            (None, format!("llama.cpp: failed: {e:#}"))
-        }
-    }
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "-".to_string(), f)
-}
-
-fn print_table(r: &Report) {
-    println!(
-        "model: {} ({}), device {}, {} threads",
-        r.model, r.architecture, r.device, r.threads
-    );
-    if let Some(w) = &r.weights {
-        let from: Vec<String> = w
-            .dequantized_from
-            .iter()
-            .map(|(k, n)| format!("{k} x{n}"))
-            .collect();
-        println!(
-            "weights: {} dequantized from the GGUF's {} ({:.1}M parameters; {:.1} MB read per batch-1 token)",
-            w.format,
-            from.join(", "),
-            w.parameters as f64 / 1e6,
-            w.bytes_per_token as f64 / 1e6
-        );
-    } else {
-        println!("weights: {} (checkpoint folder)", r.dtype);
-    }
-    println!(
-        "prompts: {} tokens each (same ids on both sides), {} new tokens, greedy, warm-up {} tokens, \
-         best of {} run(s) per side, OMP_WAIT_POLICY {}",
-        r.prompt_tokens, r.new_tokens, r.warmup_tokens, r.repeat, r.omp_wait_policy
-    );
-    println!();
-    let header = [
-        "batch",
-        "ours tok/s",
-        "hf tok/s",
-        "ours/hf",
-        "ours dec tok/s",
-        "hf dec tok/s",
-        "dec ratio",
-        "TTFT ours",
-        "TTFT hf",
-        "RSS ours",
-        "RSS hf",
-        "same",
-    ];
-    let rows: Vec<Vec<String>> = r
-        .runs
-        .iter()
-        .map(|run| {
-            let t = run.transformers.as_ref();
-            vec![
-                run.batch.to_string(),
-                format!("{:.1}", run.ours.tokens_per_s),
-                opt(t.map(|t| t.tokens_per_s), |v| format!("{v:.1}")),
-                opt(run.ratio, |v| format!("{v:.2}x")),
-                format!("{:.1}", run.ours.decode_tokens_per_s),
-                opt(t.map(|t| t.decode_tokens_per_s), |v| format!("{v:.1}")),
-                opt(run.decode_ratio, |v| format!("{v:.2}x")),
-                format!("{:.3}s", run.ours.ttft_s),
-                opt(t.map(|t| t.ttft_s), |v| format!("{v:.3}s")),
-                mib(run.ours.peak_rss_bytes),
-                t.map_or("-".into(), |t| mib(t.peak_rss_bytes)),
-                run.same_tokens
-                    .map_or("-".into(), |s| format!("{s}/{}", run.batch)),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|row| row[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect();
-        println!("{}", padded.join("  "));
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
-    for run in &r.runs {
-        if let Some(e) = &run.transformers_error {
-            println!("transformers failed at batch {}: {e}", run.batch);
-        }
-    }
-    println!();
-    match (r.roofline_batch1_tokens_per_s, &r.weights) {
-        (Some(roof), Some(w)) => {
-            let reach = r.roofline_fraction_batch1.map_or(String::new(), |f| {
-                format!(
-                    "; ours reaches {:.0}% of it (decode tok/s at batch 1)",
-                    f * 100.0
-                )
-            });
-            println!(
-                "roofline: {:.1} GB/s memory bandwidth / {:.1} MB per token = {:.1} tokens/s at batch 1{reach}",
-                r.memory_bandwidth_gbs,
-                w.bytes_per_token as f64 / 1e6,
-                roof
-            );
-        }
-        _ => println!(
-            "roofline: {:.1} GB/s memory bandwidth (weight bytes unknown for a checkpoint folder)",
-            r.memory_bandwidth_gbs
-        ),
-    }
-    println!("{}", r.llamacpp_note);
-    let busiest = r
-        .runs
-        .iter()
-        .filter_map(|run| run.load_average)
-        .fold(0.0f64, f64::max);
-    if busiest > 0.5 {
-        println!(
-            "note: other processes were running (load average up to {busiest:.1} on {} cores): timings are skewed, \
-             multi-threaded ones most",
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        );
-    }
 }

@@ -14,7 +14,8 @@ use runtime::models::spec::NormStyle;
 use runtime::models::Transformer;
 use tch::{Kind, Tensor};
 
-use super::{ModelChoice, SideResult};
+use super::decode::SideResult;
+use super::ModelChoice;
 
 #[derive(Args)]
 pub struct WorkerArgs {
