@@ -121,9 +121,16 @@ pub async fn compose(
         random_latents: config.random_latents,
         seed,
     };
+    let agents = request.state_ids.len();
     let start = Instant::now();
     let reply = client.compose_thoughts(request).await?;
     let compose_s = start.elapsed().as_secs_f64();
+    if reply.agents.len() != agents {
+        return Err(DebateError::Config(format!(
+            "ComposeThoughts answered for {} agents, {agents} were asked for",
+            reply.agents.len()
+        )));
+    }
     let ids = reply.agents.iter().map(|a| a.prefix_id.clone()).collect();
     let record = ThoughtRoundRecord {
         after_round,

@@ -37,6 +37,9 @@ impl Trajectories {
                 continue;
             }
             let named = Tensor::read_safetensors(&path).with_context(|| format!("{}: cannot read the states", path.display()))?;
+            if let Some(r) = result.rounds.iter().position(|round| round.len() != n) {
+                bail!("{}: problem {} has {} turns in round {r}, the run has {n} agents", dir.display(), result.id, result.rounds[r].len());
+            }
             let rounds = result.rounds.len();
             let mut per_round = Vec::with_capacity(rounds);
             for r in 0..rounds {
