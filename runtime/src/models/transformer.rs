@@ -269,11 +269,24 @@ impl Transformer {
 
     /// Logits `[.., vocab]` in f32 from final-normed hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let logits = hidden.linear::<Tensor>(&self.lm_head, None).to_kind(Kind::Float);
+        let logits = head_product(hidden, &self.lm_head).to_kind(Kind::Float);
         match self.spec.final_logit_softcap {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,
         }
+    }
+}
+
+/// `x Wᵀ` for the output head. For a few rows (the decode step of a small batch) MKL's sgemm is
+/// 2.6-3x faster on a CPU written as `(W xᵀ)ᵀ` with a vocabulary-sized W (measured at 6 rows:
+/// 17.2 vs 5.6 ms for 49152 x 576, 74 vs 28 ms for 151936 x 896; the same at 1 row and about
+/// the same at 24), so that form is used there. The layers' own projections gain nothing from it.
+fn head_product(x: &Tensor, w: &Tensor) -> Tensor {
+    let rows = if x.dim() == 2 { x.size()[0] } else { 0 };
+    if (2..=16).contains(&rows) && x.device() == tch::Device::Cpu {
+        w.matmul(&x.tr()).tr()
+    } else {
+        x.linear::<Tensor>(w, None)
     }
 }
 
