@@ -15,7 +15,7 @@ use crate::checkpoint::{config_path, mismatch, read_json, write_json};
 use crate::error::{Result, ThoughtError};
 use crate::optim::{load_trainable, save_trainable, Adam};
 use crate::routing::{fixed_agreement_weights, Agreement, RoutingPlan};
-use crate::states::to_vec;
+use crate::states::{to_vec, Normalization};
 
 /// Bumped when the layout of the adapter checkpoint changes.
 const FORMAT_VERSION: u32 = 1;
@@ -69,9 +69,6 @@ struct AdapterMeta {
     step: u64,
 }
 
-/// Latent spread below this is treated as constant (only centred), as in the state normalization.
-const MIN_STD: f64 = 1e-6;
-
 #[derive(Debug)]
 pub struct PrefixAdapter {
     pub(crate) vs: nn::VarStore,
@@ -101,11 +98,9 @@ impl PrefixAdapter {
                 got: size.last().copied().unwrap_or(0),
             });
         }
-        let latents = latents.to_device(Device::Cpu).to_kind(Kind::Float);
-        let mean = latents.mean_dim(0, false, Kind::Float);
-        let std = if size[0] > 1 { latents.std_dim(0, false, false) } else { mean.ones_like() };
-        let std = std.where_self(&std.ge(MIN_STD), &std.ones_like());
-        Self::build(config, to_vec(&mean)?, to_vec(&std)?, seed, device)
+        // The same statistics as the state normalization (a constant latent is only centred).
+        let stats = Normalization::of_rows(&latents.to_device(Device::Cpu).to_kind(Kind::Float))?;
+        Self::build(config, stats.mean, stats.std, seed, device)
     }
 
     fn build(config: AdapterConfig, mean: Vec<f32>, std: Vec<f32>, seed: u64, device: Device) -> Result<Self> {
@@ -152,8 +147,7 @@ impl PrefixAdapter {
     /// trained ones, for the ablations).
     pub fn agreement_weights(&self, override_with: Option<Agreement>) -> Tensor {
         match override_with {
-            None => self.agreement.shallow_clone(),
-            Some(Agreement::Learned) => self.agreement.shallow_clone(),
+            None | Some(Agreement::Learned) => self.agreement.shallow_clone(),
             Some(Agreement::Fixed) => fixed_agreement_weights(self.config.num_agents).to_device(self.device()),
             Some(Agreement::None) => self.agreement.ones_like().detach(),
         }

@@ -133,7 +133,11 @@ const MIN_STD: f64 = 1e-6;
 
 impl Normalization {
     pub(crate) fn fit(states: &AgentStates) -> Result<Self> {
-        let h = states.h();
+        Self::of_rows(states.h())
+    }
+
+    /// Per-column mean and standard deviation of `h` (`[samples, dim]`, f32 on the CPU).
+    pub(crate) fn of_rows(h: &Tensor) -> Result<Self> {
         let mean = h.mean_dim(0, false, Kind::Float);
         let std = h.std_dim(0, false, false);
         let std = std.where_self(&std.ge(MIN_STD), &Tensor::ones_like(&std));
