@@ -39,7 +39,7 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!("models folder: {} (override with TCOMM_MODELS)", dir.display());
-        println!("{:<14} {:<36} {}", "NAME", "STATUS", "DESCRIPTION");
+        println!("{:<14} {:<36} DESCRIPTION", "NAME", "STATUS");
         for (m, row) in KNOWN_MODELS.iter().zip(&rows) {
             let status = row["status"].as_str().unwrap_or("");
             let default = if m.name == registry::DEFAULT_MODEL { " [default]" } else { "" };

@@ -36,7 +36,7 @@ pub(crate) fn dequantize_tensor(
         problem,
     };
     let block = ty.block_size();
-    if n_elements % block != 0 {
+    if !n_elements.is_multiple_of(block) {
         return Err(invalid(format!(
             "{n_elements} elements is not a multiple of the {} block size {block}",
             ty.name()

@@ -104,11 +104,8 @@ impl Rope {
     fn cos_sin_with(&self, positions: &Tensor, inv_freq: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1);
-        let (mut cos, mut sin) = (emb.cos(), emb.sin());
-        if self.attention_scaling != 1.0 {
-            cos = cos * self.attention_scaling;
-            sin = sin * self.attention_scaling;
-        }
+        let scale = |t: Tensor| if self.attention_scaling != 1.0 { t * self.attention_scaling } else { t };
+        let (cos, sin) = (scale(emb.cos()), scale(emb.sin()));
         (cos.unsqueeze(1).to_kind(kind), sin.unsqueeze(1).to_kind(kind))
     }
 

@@ -45,11 +45,9 @@ impl Transformer {
         let (h, hd) = (spec.hidden_size, spec.head_dim);
         let (nh, nkv) = (spec.num_heads, spec.num_kv_heads);
         let norm = |name: &str, dim: i64| -> Result<RmsNorm, LoadError> {
-            let mut weight = w.get_raw(name, &[dim])?;
-            if spec.norm_style == NormStyle::GemmaOffset && w.is_gguf() {
-                // llama.cpp's converter stores 1 + w; transformers subtracts 1 again on load.
-                weight = weight - 1.0;
-            }
+            let raw = w.get_raw(name, &[dim])?;
+            // llama.cpp's converter stores 1 + w; transformers subtracts 1 again on load.
+            let weight = if spec.norm_style == NormStyle::GemmaOffset && w.is_gguf() { raw - 1.0 } else { raw };
             Ok(RmsNorm::new(w.place(weight), spec.rms_eps, spec.norm_style))
         };
         let linear = |name: &str, out: i64, inp: i64, bias: bool| -> Result<Linear, LoadError> {
