@@ -32,8 +32,8 @@ pub struct TrainAeArgs {
     /// Weight of the decoder-Jacobian penalty (0: a plain autoencoder).
     #[arg(long = "lambda", default_value_t = 1e-3)]
     pub lambda: f64,
-    /// paper, column-norm (default; see `tcomm identifiability --help`), group or log.
-    #[arg(long, default_value = "column-norm")]
+    /// paper, column-norm, group or log (default; see `tcomm identifiability --help`).
+    #[arg(long, default_value = "log")]
     pub estimator: String,
     /// Hidden widths of the encoder (the decoder mirrors them), comma-separated.
     #[arg(long, default_value = "256", value_delimiter = ',')]

@@ -14,9 +14,9 @@ use crate::error::{Result, ThoughtError};
 use crate::states::offsets;
 
 /// Which sparsity penalty on the decoder Jacobian J (`[batch, n_h, k]`) is added to the
-/// reconstruction loss. Every variant is averaged over the batch. The default, `ColumnNorm`, is
-/// the one that recovered latents and structure best in the synthetic identifiability benchmark
-/// (`tcomm identifiability`).
+/// reconstruction loss. Every variant is averaged over the batch. The default, `Log`, is the one
+/// that recovered latents and structure best in the synthetic identifiability benchmark
+/// (`tcomm identifiability`, README).
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Estimator {
@@ -26,7 +26,6 @@ pub enum Estimator {
     /// Element-wise l1 of J with column j scaled by the batch standard deviation of latent j:
     /// `sum_rj |J_rj| std(z_j)`, the change of H_r for a one-std change of z_j. This makes the
     /// penalty invariant to the latents' scale, which the paper's form is not.
-    #[default]
     ColumnNorm,
     /// Group lasso over agent blocks on the column-normalized Jacobian:
     /// `sum_i sum_j ||J[block_i, j]||_2 std(z_j)`. It sparsifies the agent-level structure B
@@ -35,6 +34,7 @@ pub enum Estimator {
     /// An l0 relaxation of the column-normalized entries: `sum_rj eps * ln(1 + |J_rj| std(z_j) / eps)`
     /// (the log penalty that iteratively reweighted l1 minimizes). Large entries cost little more
     /// than moderate ones, so spreading a dependence over several latents is not rewarded.
+    #[default]
     Log,
 }
 

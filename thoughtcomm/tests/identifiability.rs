@@ -11,7 +11,7 @@ fn default_estimator_beats_the_ablation_on_a_small_problem() {
     let start = std::time::Instant::now();
     let config = BenchConfig {
         data: SyntheticConfig { agents: 3, latent_dim: 7, samples: 2000, seed: 0 },
-        estimator: Estimator::ColumnNorm,
+        estimator: Estimator::default(),
         // The penalty sums |J| over n_h x k = 12 x 7 entries here against 43 x 24 at the default
         // size, so lambda is scaled up to keep a similar weight against the reconstruction.
         lambda: 1e-2,

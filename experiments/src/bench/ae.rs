@@ -21,10 +21,10 @@ pub struct AeArgs {
     #[arg(long, default_value_t = 24)]
     latent_dim: i64,
     /// Hidden widths of the encoder (the decoder mirrors them), comma-separated.
-    #[arg(long, default_value = "128,128", value_delimiter = ',')]
+    #[arg(long, default_value = "256,256,256", value_delimiter = ',')]
     hidden: Vec<i64>,
-    /// paper, column-norm, group or log.
-    #[arg(long, default_value = "column-norm")]
+    /// paper, column-norm, group or log (default, as in `train-ae`).
+    #[arg(long, default_value = "log")]
     estimator: String,
     #[arg(long = "lambda", default_value_t = 1e-3)]
     lambda: f64,
