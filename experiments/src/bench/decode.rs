@@ -18,7 +18,10 @@ use runtime::tokenizer::TextTokenizer;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{default_python, kind_name, load_average, mib, run_json_worker, scripts_dir, set_omp_policy, spinner, ModelChoice};
+mod table;
+
+use table::print_table;
+use super::{default_python, kind_name, load_average, run_json_worker, scripts_dir, set_omp_policy, spinner, ModelChoice};
 
 pub const LONG_ABOUT: &str = "\
 Decode speed of this engine against Hugging Face transformers (and llama.cpp), in one invocation.
@@ -515,134 +518,5 @@ fn run_llamacpp(
             bar.finish_and_clear();
             (None, format!("llama.cpp: failed: {e:#}"))
         }
-    }
-}
-
-fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
-    v.map_or_else(|| "-".to_string(), f)
-}
-
-fn print_table(r: &Report) {
-    println!(
-        "model: {} ({}), device {}, {} threads",
-        r.model, r.architecture, r.device, r.threads
-    );
-    if let Some(w) = &r.weights {
-        let from: Vec<String> = w
-            .dequantized_from
-            .iter()
-            .map(|(k, n)| format!("{k} x{n}"))
-            .collect();
-        println!(
-            "weights: {} dequantized from the GGUF's {} ({:.1}M parameters; {:.1} MB read per batch-1 token)",
-            w.format,
-            from.join(", "),
-            w.parameters as f64 / 1e6,
-            w.bytes_per_token as f64 / 1e6
-        );
-    } else {
-        println!("weights: {} (checkpoint folder)", r.dtype);
-    }
-    println!(
-        "prompts: {} tokens each (same ids on both sides), {} new tokens, greedy, warm-up {} tokens, \
-         best of {} run(s) per side, OMP_WAIT_POLICY {}",
-        r.prompt_tokens, r.new_tokens, r.warmup_tokens, r.repeat, r.omp_wait_policy
-    );
-    println!();
-    let header = [
-        "batch",
-        "ours tok/s",
-        "hf tok/s",
-        "ours/hf",
-        "ours dec tok/s",
-        "hf dec tok/s",
-        "dec ratio",
-        "TTFT ours",
-        "TTFT hf",
-        "RSS ours",
-        "RSS hf",
-        "same",
-    ];
-    let rows: Vec<Vec<String>> = r
-        .runs
-        .iter()
-        .map(|run| {
-            let t = run.transformers.as_ref();
-            vec![
-                run.batch.to_string(),
-                format!("{:.1}", run.ours.tokens_per_s),
-                opt(t.map(|t| t.tokens_per_s), |v| format!("{v:.1}")),
-                opt(run.ratio, |v| format!("{v:.2}x")),
-                format!("{:.1}", run.ours.decode_tokens_per_s),
-                opt(t.map(|t| t.decode_tokens_per_s), |v| format!("{v:.1}")),
-                opt(run.decode_ratio, |v| format!("{v:.2}x")),
-                format!("{:.3}s", run.ours.ttft_s),
-                opt(t.map(|t| t.ttft_s), |v| format!("{v:.3}s")),
-                mib(run.ours.peak_rss_bytes),
-                t.map_or("-".into(), |t| mib(t.peak_rss_bytes)),
-                run.same_tokens
-                    .map_or("-".into(), |s| format!("{s}/{}", run.batch)),
-            ]
-        })
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|row| row[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:>w$}"))
-            .collect();
-        println!("{}", padded.join("  "));
-    };
-    line(header.iter().map(|s| s.to_string()).collect());
-    for row in rows {
-        line(row);
-    }
-    for run in &r.runs {
-        if let Some(e) = &run.transformers_error {
-            println!("transformers failed at batch {}: {e}", run.batch);
-        }
-    }
-    println!();
-    match (r.roofline_batch1_tokens_per_s, &r.weights) {
-        (Some(roof), Some(w)) => {
-            let reach = r.roofline_fraction_batch1.map_or(String::new(), |f| {
-                format!(
-                    "; ours reaches {:.0}% of it (decode tok/s at batch 1)",
-                    f * 100.0
-                )
-            });
-            println!(
-                "roofline: {:.1} GB/s memory bandwidth / {:.1} MB per token = {:.1} tokens/s at batch 1{reach}",
-                r.memory_bandwidth_gbs,
-                w.bytes_per_token as f64 / 1e6,
-                roof
-            );
-        }
-        _ => println!(
-            "roofline: {:.1} GB/s memory bandwidth (weight bytes unknown for a checkpoint folder)",
-            r.memory_bandwidth_gbs
-        ),
-    }
-    println!("{}", r.llamacpp_note);
-    let busiest = r
-        .runs
-        .iter()
-        .filter_map(|run| run.load_average)
-        .fold(0.0f64, f64::max);
-    if busiest > 0.5 {
-        println!(
-            "note: other processes were running (load average up to {busiest:.1} on {} cores): timings are skewed, \
-             multi-threaded ones most",
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        );
     }
 }
