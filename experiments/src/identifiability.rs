@@ -39,8 +39,8 @@ pub struct Args {
     #[arg(long, default_value_t = 5000)]
     samples: usize,
     /// paper, column-norm, group or log.
-    #[arg(long, default_value = "log")]
-    estimator: String,
+    #[arg(long, default_value_t = Estimator::default())]
+    estimator: Estimator,
     /// Weight of the Jacobian penalty.
     #[arg(long, default_value_t = 1e-3)]
     lambda: f64,
@@ -71,7 +71,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     tch::set_num_threads(args.threads);
-    let estimator: Estimator = args.estimator.parse()?;
     let aggregate = match args.aggregate.as_str() {
         "max" => Aggregate::Max,
         "mean" => Aggregate::Mean,
@@ -84,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             samples: args.samples,
             seed: args.seed,
         },
-        estimator,
+        estimator: args.estimator,
         lambda: args.lambda,
         hidden: args.hidden.clone(),
         steps: args.steps,

@@ -32,9 +32,9 @@ pub struct TrainAeArgs {
     /// Weight of the decoder-Jacobian penalty (0: a plain autoencoder).
     #[arg(long = "lambda", default_value_t = 1e-3)]
     pub lambda: f64,
-    /// paper, column-norm, group or log (default; see `tcomm identifiability --help`).
-    #[arg(long, default_value = "log")]
-    pub estimator: String,
+    /// paper, column-norm, group or log (see `tcomm identifiability --help`).
+    #[arg(long, default_value_t = Estimator::default())]
+    pub estimator: Estimator,
     /// Hidden widths of the encoder (the decoder mirrors them), comma-separated.
     #[arg(long, default_value = "256", value_delimiter = ',')]
     pub hidden: Vec<i64>,
@@ -79,13 +79,12 @@ pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<()> {
 /// Trains (or resumes) the autoencoder on the run's states and writes it with its structure.
 pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result<(ThoughtAutoencoder, ThoughtStructure)> {
     let states = run.agent_states()?;
-    let estimator: Estimator = args.estimator.parse()?;
     let config = AutoencoderConfig {
         block_sizes: states.block_sizes().to_vec(),
         latent_dim: args.latent_dim,
         hidden: args.hidden.clone(),
         lambda: args.lambda,
-        estimator,
+        estimator: args.estimator,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let path = args.out.join(AE_FILE);

@@ -137,7 +137,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         states: collect.clone(),
         latent_dim: args.latent_dim,
         lambda: args.lambda,
-        estimator: thoughtcomm::Estimator::default().name().into(),
+        estimator: thoughtcomm::Estimator::default(),
         hidden: vec![256],
         steps: args.ae_steps,
         batch_size: 128,

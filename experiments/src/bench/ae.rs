@@ -23,9 +23,9 @@ pub struct AeArgs {
     /// Hidden widths of the encoder (the decoder mirrors them), comma-separated.
     #[arg(long, default_value = "256,256,256", value_delimiter = ',')]
     hidden: Vec<i64>,
-    /// paper, column-norm, group or log (default, as in `train-ae`).
-    #[arg(long, default_value = "log")]
-    estimator: String,
+    /// paper, column-norm, group or log (the default is train-ae's).
+    #[arg(long, default_value_t = Estimator::default())]
+    estimator: Estimator,
     #[arg(long = "lambda", default_value_t = 1e-3)]
     lambda: f64,
     #[arg(long, default_value_t = 128)]
@@ -76,7 +76,7 @@ struct AeReport {
 }
 
 /// One measurement of this implementation: samples/s over `steps` timed steps.
-fn measure_ours(args: &AeArgs, estimator: Estimator) -> anyhow::Result<f64> {
+fn measure_ours(args: &AeArgs) -> anyhow::Result<f64> {
     let n_h: i64 = args.blocks.iter().sum();
     let states = AgentStates::from_concat(Tensor::randn([args.samples, n_h], (Kind::Float, Device::Cpu)), args.blocks.clone())?;
     let config = AutoencoderConfig {
@@ -84,7 +84,7 @@ fn measure_ours(args: &AeArgs, estimator: Estimator) -> anyhow::Result<f64> {
         latent_dim: args.latent_dim,
         hidden: args.hidden.clone(),
         lambda: args.lambda,
-        estimator,
+        estimator: args.estimator,
     };
     let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: args.batch_size, learning_rate: 1e-3, seed: 0 })?;
     ae.fit(&states, args.warmup)?;
@@ -99,7 +99,7 @@ fn measure_pytorch(args: &AeArgs) -> anyhow::Result<PytorchRun> {
     let mut cmd = Command::new(&python);
     cmd.arg(scripts_dir().join("bench_ae.py"))
         .args(["--blocks", &join(&args.blocks), "--hidden", &join(&args.hidden)])
-        .args(["--latent-dim", &args.latent_dim.to_string(), "--estimator", &args.estimator])
+        .args(["--latent-dim", &args.latent_dim.to_string(), "--estimator", args.estimator.name()])
         .args(["--lambda", &args.lambda.to_string(), "--batch-size", &args.batch_size.to_string()])
         .args(["--samples", &args.samples.to_string(), "--steps", &args.steps.to_string()])
         .args(["--warmup", &args.warmup.to_string(), "--threads", &args.threads.to_string()]);
@@ -107,12 +107,11 @@ fn measure_pytorch(args: &AeArgs) -> anyhow::Result<PytorchRun> {
 }
 
 pub fn run(args: AeArgs) -> anyhow::Result<()> {
-    let estimator: Estimator = args.estimator.parse()?;
     tch::set_num_threads(args.threads);
     let (mut ours, mut theirs): (f64, Option<PytorchRun>) = (0.0, None);
     for i in 0..args.repeat.max(1) {
         tracing::info!(measurement = i + 1, "thought autoencoder training throughput");
-        ours = ours.max(measure_ours(&args, estimator)?);
+        ours = ours.max(measure_ours(&args)?);
         let run = measure_pytorch(&args)?;
         if theirs.as_ref().is_none_or(|t| run.samples_per_second > t.samples_per_second) {
             theirs = Some(run);
@@ -127,7 +126,7 @@ pub fn run(args: AeArgs) -> anyhow::Result<()> {
         blocks: args.blocks.clone(),
         latent_dim: args.latent_dim,
         hidden: args.hidden.clone(),
-        estimator: args.estimator.clone(),
+        estimator: args.estimator.name().into(),
         lambda: args.lambda,
         batch_size: args.batch_size,
         steps: args.steps,
