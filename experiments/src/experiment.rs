@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::train_adapter::{self, TrainAdapterArgs};
+use crate::train_adapter::{self, ObjectiveArgs, TrainAdapterArgs};
 use crate::train_pipeline::{self, debate_args, words, DebateSetup, TrainArgs};
 
 #[derive(Args)]
@@ -81,6 +81,8 @@ pub struct VsTextArgs {
     /// comma-separated; needs a pipeline made by `tcomm train` (it reuses its states and autoencoder).
     #[arg(long, value_delimiter = ',')]
     pub prefix_lens: Vec<i64>,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
     /// The experiment folder: one run folder per arm, report.md and plots.
     #[arg(long)]
     pub out: PathBuf,
@@ -109,6 +111,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
                 adapter_steps: args.adapter_steps,
                 prefix_len: 1,
                 adapter_learning_rate: 1e-4,
+                objective: args.objective.clone(),
                 out: dir.clone(),
             })?;
             dir
@@ -140,6 +143,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
             batch_size: 4,
             learning_rate: 1e-4,
             cosine_weight: 1.0,
+            objective: args.objective.clone(),
             max_positions: 1024,
             init_scale: 0.005,
             seed: args.setup.seed,

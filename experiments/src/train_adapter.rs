@@ -10,8 +10,8 @@ use runtime::thought_model::FrozenModel;
 use runtime::tokenizer::ChatMessage;
 use tch::Tensor;
 use thoughtcomm::{
-    train_adapter, AdapterConfig, AdapterExample, AdapterTrainConfig, Agreement, PipelineAgent, PipelineManifest,
-    PrefixAdapter, Routing, RoutingPlan, ThoughtAutoencoder, ThoughtStructure,
+    sample_references, train_adapter, AdapterConfig, AdapterExample, AdapterObjective, AdapterTrainConfig, Agreement, PipelineAgent,
+    PipelineManifest, PrefixAdapter, Routing, RoutingPlan, ThoughtAutoencoder, ThoughtStructure,
 };
 
 use crate::train::{bar, AE_FILE, STRUCTURE_FILE};
@@ -25,6 +25,38 @@ pub enum AgreementTraining {
     Fixed,
     /// None: every level weighs 1.
     None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ObjectiveReading {
+    /// (a) teacher-forced on the agent's recorded next-round response (the default: stable, cheap).
+    Recorded,
+    /// (b) y_ref sampled without the prefix, y_gen sampled with it at every step (a generation
+    /// per turn and step: several times slower).
+    Sampled,
+}
+
+/// Which reading of the paper's Eq. 12 the adapters train with (`tcomm train-adapter`, `tcomm
+/// train` and `tcomm experiment` take the same flags).
+#[derive(Args, Clone)]
+pub struct ObjectiveArgs {
+    #[arg(long = "objective", value_enum, default_value = "recorded")]
+    pub reading: ObjectiveReading,
+    /// Reading (b): tokens per sampled continuation (y_ref and y_gen).
+    #[arg(long, default_value_t = 64)]
+    pub sample_tokens: usize,
+    /// Reading (b): sampling temperature of y_ref and y_gen.
+    #[arg(long, default_value_t = 0.7)]
+    pub sample_temperature: f64,
+}
+
+impl ObjectiveArgs {
+    fn objective(&self) -> AdapterObjective {
+        match self.reading {
+            ObjectiveReading::Recorded => AdapterObjective::Recorded,
+            ObjectiveReading::Sampled => AdapterObjective::Sampled { tokens: self.sample_tokens, temperature: self.sample_temperature },
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -54,6 +86,8 @@ pub struct TrainAdapterArgs {
     /// Weight of the (1 - cosine) term of the objective.
     #[arg(long, default_value_t = 1.0)]
     pub cosine_weight: f64,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
     /// Positions per training turn at most (longer prompts lose their beginning).
     #[arg(long, default_value_t = 1024)]
     pub max_positions: usize,
@@ -115,7 +149,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
-        let examples = examples(&run, &ae, &model, &model_name)?;
+        let mut examples = examples(&run, &ae, &model, &model_name)?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' (the run needs --rounds >= 2)", args.run.display());
         }
@@ -143,7 +177,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         } else {
             PrefixAdapter::new(config, &codes, args.seed, device)?
         };
-        let lm = FrozenModel::new(&model.network);
+        let lm = FrozenModel::new(&model.network, model.tokenizer.eos_token_ids());
         let train_config = AdapterTrainConfig {
             steps: 0,
             batch_size: args.batch_size,
@@ -151,7 +185,13 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             clip: 1.0,
             cosine_weight: args.cosine_weight,
             max_positions: args.max_positions,
+            objective: args.objective.objective(),
         };
+        if matches!(train_config.objective, AdapterObjective::Sampled { .. }) && adapter.step() < args.steps {
+            let progress = bar(examples.len() as u64, &format!("y_ref {model_name}"))?;
+            sample_references(&lm, &adapter, &mut examples, &train_config, |done| progress.set_position(done as u64))?;
+            progress.finish();
+        }
         let progress = bar(args.steps, &format!("adapter {model_name}"))?;
         progress.set_position(adapter.step().min(args.steps));
         let (mut first, mut last) = (None, None);
@@ -176,6 +216,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         "autoencoder": args.ae.display().to_string(),
         "adapter_steps": args.steps,
         "prefix_len": args.prefix_len,
+        "objective": args.objective.objective(),
         "losses": losses,
     });
     manifest.write(&args.out)?;

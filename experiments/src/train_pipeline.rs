@@ -11,7 +11,7 @@ use clap::{Args, Parser};
 
 use crate::debate::DebateArgs;
 use crate::train::{self, TrainAeArgs};
-use crate::train_adapter::{self, TrainAdapterArgs};
+use crate::train_adapter::{self, ObjectiveArgs, TrainAdapterArgs};
 
 /// The debate settings shared by `tcomm train` (to collect states) and `tcomm experiment` (every
 /// arm): the same agents, rounds, token budget, seeds and data.
@@ -92,6 +92,8 @@ pub struct TrainArgs {
     pub prefix_len: i64,
     #[arg(long, default_value_t = 1e-4)]
     pub adapter_learning_rate: f64,
+    #[command(flatten)]
+    pub objective: ObjectiveArgs,
     /// The pipeline folder (what `tcomm debate --mode thoughtcomm --thoughts` takes).
     #[arg(long)]
     pub out: PathBuf,
@@ -158,6 +160,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         batch_size: 4,
         learning_rate: args.adapter_learning_rate,
         cosine_weight: 1.0,
+        objective: args.objective.clone(),
         max_positions: 1024,
         init_scale: 0.005,
         seed: setup.seed,

@@ -100,6 +100,22 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     let wall: f64 = results.iter().map(|r| r.wall_time_s).sum();
     assert!(row.ends_with(&format!("| {:.2}% |", 100.0 * compose / wall)), "{row}");
 
+    // Reading (b) of the objective trains from the same states and autoencoder: y_ref sampled
+    // without the prefix once per turn, y_gen with it at every step.
+    let sampled = dir.path().join("sampled");
+    let trained = tcomm(&[
+        "train-adapter", "--run", path(&pipeline.join("collect")), "--ae", path(&pipeline.join("ae")), "--objective", "sampled",
+        "--sample-tokens", "4", "--steps", "2", "--batch-size", "2", "--out", path(&sampled),
+    ]);
+    assert!(trained.status.success());
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sampled.join("manifest.json")).unwrap()).unwrap();
+    let provenance = &manifest["provenance"];
+    assert_eq!(provenance["objective"], serde_json::json!({ "reading": "sampled", "tokens": 4, "temperature": 0.7 }));
+    let last = &provenance["losses"]["smollm2-135m"]["last"];
+    assert!(last["cross_entropy"].as_f64().is_some_and(|ce| ce.is_finite() && ce >= 0.0), "{last}");
+    assert!(last["cosine"].as_f64().is_some_and(|c| (-1.0..=1.0).contains(&c)), "{last}");
+    assert_eq!(provenance["losses"]["smollm2-135m"]["examples"], 6, "2 problems x 3 agents in round 2");
+
     // Pipelines that do not fit are refused before anything is generated.
     let refused = debate(&pipeline, &dir.path().join("two"), "2");
     assert!(!refused.status.success());

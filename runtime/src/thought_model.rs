@@ -1,21 +1,26 @@
 //! The engine's network seen as the frozen `thoughtcomm::LanguageModel` that prefix adapters
-//! train through: a fresh KV cache per call, so gradients reach the prefix and nothing else.
+//! train through: a fresh KV cache per call, so gradients reach the prefix and nothing else;
+//! continuations are sampled by the engine.
 use tch::{Device, Kind, Tensor};
-use thoughtcomm::LanguageModel;
+use thoughtcomm::{ContinuationSampling, LanguageModel, ThoughtError};
 
+use crate::engine::{Engine, EngineConfig, Prefix, SequenceRequest};
+use crate::generate::SamplingParams;
 use crate::models::Transformer;
 
 pub struct FrozenModel<'a> {
     net: &'a Transformer,
     /// Every token's input embedding (scaled as `Transformer::embed` scales it), built once.
     embeddings: Tensor,
+    /// Where sampled continuations end (the tokenizer's end-of-sequence tokens).
+    stop_token_ids: Vec<u32>,
 }
 
 impl<'a> FrozenModel<'a> {
-    pub fn new(net: &'a Transformer) -> Self {
+    pub fn new(net: &'a Transformer, stop_token_ids: Vec<u32>) -> Self {
         let ids = Tensor::arange(net.spec().vocab_size, (Kind::Int64, net.device()));
         let embeddings = tch::no_grad(|| net.embed(&ids));
-        FrozenModel { net, embeddings }
+        FrozenModel { net, embeddings, stop_token_ids }
     }
 }
 
@@ -47,5 +52,21 @@ impl LanguageModel for FrozenModel<'_> {
         let (hidden, _) = net.forward_embeds(&embeds, &positions, &mut net.new_cache(), &[]);
         let last = (last as i64).min(len);
         net.logits(&hidden.squeeze_dim(0).narrow(0, len - last, last))
+    }
+
+    fn sample_continuation(&self, prefix: Option<&Tensor>, ids: &[u32], sampling: &ContinuationSampling) -> thoughtcomm::Result<Vec<u32>> {
+        let params = SamplingParams {
+            temperature: sampling.temperature,
+            seed: sampling.seed,
+            max_new_tokens: sampling.max_new_tokens,
+            stop_token_ids: self.stop_token_ids.clone(),
+            ..SamplingParams::default()
+        };
+        let mut request = SequenceRequest::new(ids.to_vec(), params);
+        request.prefix = prefix.map(|p| Prefix::Embeddings(p.detach().to_device(self.net.device()).to_kind(self.net.kind())));
+        let mut engine = Engine::new(self.net, EngineConfig { max_batch_size: 1, max_batch_tokens: usize::MAX });
+        engine.add(request).map_err(|e| ThoughtError::Model(e.to_string()))?;
+        let (_, out) = engine.run_to_completion().pop().ok_or_else(|| ThoughtError::Model("the engine returned no sequence".into()))?;
+        Ok(out.tokens)
     }
 }

@@ -20,6 +20,8 @@ pub enum ThoughtError {
     Checkpoint { path: PathBuf, message: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("language model: {0}")]
+    Model(String),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

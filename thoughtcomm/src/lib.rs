@@ -25,11 +25,13 @@ pub mod synthetic;
 mod train;
 
 pub use adapter::{AdapterConfig, PrefixAdapter};
-pub use adapter_train::{adapter_loss, train_adapter, AdapterExample, AdapterLoss, AdapterReport, AdapterTrainConfig};
+pub use adapter_train::{
+    adapter_loss, sample_references, train_adapter, AdapterExample, AdapterLoss, AdapterObjective, AdapterReport, AdapterTrainConfig,
+};
 pub use autoencoder::{AutoencoderConfig, Estimator, LossParts, ThoughtDecoder, ThoughtEncoder, ThoughtNetwork};
 pub use checkpoint::config_path;
 pub use error::{Result, ThoughtError};
-pub use model::LanguageModel;
+pub use model::{ContinuationSampling, LanguageModel};
 pub use states::{AgentStates, Normalization};
 pub use structure::{Aggregate, StructureConfig, ThoughtStructure};
 pub use train::{ThoughtAutoencoder, TrainConfig, TrainReport};

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 use thoughtcomm::{
-    adapter_loss, train_adapter, AdapterConfig, AdapterExample, AdapterTrainConfig, Agreement, AgentStates, Aggregate,
-    AutoencoderConfig, ComposeOptions, Estimator, LanguageModel, PipelineAgent, PipelineManifest, PrefixAdapter, Routing,
+    adapter_loss, sample_references, train_adapter, AdapterConfig, AdapterObjective, AdapterExample, AdapterTrainConfig, Agreement, AgentStates, Aggregate,
+    AutoencoderConfig, ComposeOptions, ContinuationSampling, Estimator, LanguageModel, PipelineAgent, PipelineManifest, PrefixAdapter, Routing,
     RoutingPlan, StructureConfig, ThoughtAutoencoder, ThoughtPipeline, ThoughtStructure, TrainConfig,
 };
 
@@ -47,6 +47,22 @@ impl LanguageModel for ToyLm {
         let mean = x.cumsum(0, Kind::Float) / Tensor::arange_start(1, t + 1, (Kind::Float, Device::Cpu)).unsqueeze(1);
         mean.matmul(&self.head.tr()).narrow(0, t - last as i64, last as i64)
     }
+    /// Gumbel-max sampling with noise hashed from (seed, position, token); argmax at temperature 0.
+    fn sample_continuation(&self, prefix: Option<&Tensor>, ids: &[u32], s: &ContinuationSampling) -> thoughtcomm::Result<Vec<u32>> {
+        let prefix = prefix.map_or_else(|| Tensor::zeros([0, D], (Kind::Float, Device::Cpu)), |p| p.detach());
+        let mut seq = ids.to_vec();
+        for t in 0..s.max_new_tokens as u64 {
+            let logits = Vec::<f32>::try_from(self.forward_with_prefix(&prefix, &seq, 1).squeeze_dim(0)).unwrap();
+            let score = |v: usize| {
+                let mut h = s.seed ^ (t << 20) ^ v as u64;
+                h = (h ^ (h >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                f64::from(logits[v]) - s.temperature * (-u.ln()).ln()
+            };
+            seq.push((0..VOCAB as usize).max_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap() as u32);
+        }
+        Ok(seq[ids.len()..].to_vec())
+    }
 }
 
 fn plan(agents: usize, k: usize) -> RoutingPlan {
@@ -81,7 +97,7 @@ fn latents(examples: &[AdapterExample]) -> Tensor {
 
 fn mean_loss(lm: &ToyLm, adapter: &PrefixAdapter, plan: &RoutingPlan, ex: &[AdapterExample], config: &AdapterTrainConfig) -> f64 {
     let emb = lm.input_embeddings();
-    ex.iter().map(|e| adapter_loss(lm, adapter, plan, e, config, &emb).unwrap().1.cross_entropy).sum::<f64>() / ex.len() as f64
+    ex.iter().map(|e| adapter_loss(lm, adapter, plan, e, config, &emb, 0).unwrap().1.cross_entropy).sum::<f64>() / ex.len() as f64
 }
 
 #[test]
@@ -100,8 +116,8 @@ fn the_adapter_learns_to_carry_the_latent_into_the_prefix() {
     // two situations' losses equal, so a clear gap between them shows the prefix reads the latent.
     let emb = lm.input_embeddings();
     let swapped = AdapterExample { latents: ex[2].latents.shallow_clone(), ..clone_example(&ex[0]) };
-    let right = adapter_loss(&lm, &adapter, &plan, &ex[0], &config, &emb).unwrap().1.cross_entropy;
-    let wrong = adapter_loss(&lm, &adapter, &plan, &swapped, &config, &emb).unwrap().1.cross_entropy;
+    let right = adapter_loss(&lm, &adapter, &plan, &ex[0], &config, &emb, 0).unwrap().1.cross_entropy;
+    let wrong = adapter_loss(&lm, &adapter, &plan, &swapped, &config, &emb, 0).unwrap().1.cross_entropy;
     eprintln!("own latent {right:.4}, the other situation's latent {wrong:.4}");
     assert!(wrong > right + 1.0, "the other situation's latent gives {wrong}, its own {right}");
     // The learned agreement weights moved from the fixed rule.
@@ -142,6 +158,56 @@ fn checkpoints_round_trip_and_resume_exactly() {
     std::fs::write(dir.path().join("adapter.json"), std::fs::read_to_string(dir.path().join("adapter.json")).unwrap().replace("\"width\": 16", "\"width\": 15")).unwrap();
     let err = PrefixAdapter::load(&path, Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("has shape") && err.contains("'hidden."), "{err}");
+}
+
+#[test]
+fn the_sampled_reading_draws_references_without_prefix_trains_and_resumes_exactly() {
+    let (lm, plan) = (ToyLm::new(), plan(2, 3));
+    let sampled = |temperature| AdapterTrainConfig {
+        steps: 6,
+        batch_size: 2,
+        learning_rate: 1e-2,
+        max_positions: 64,
+        objective: AdapterObjective::Sampled { tokens: 4, temperature },
+        ..Default::default()
+    };
+    let new = || PrefixAdapter::new(adapter_config(2, 3), &latents(&examples()), 9, Device::Cpu).unwrap();
+    // Greedy y_ref does not depend on the latent (no prefix): every example of the one prompt
+    // gets the same 4 tokens, which replace the recorded replies.
+    let mut ex = examples();
+    sample_references(&lm, &new(), &mut ex, &sampled(0.0), |_| {}).unwrap();
+    assert!(ex.iter().all(|e| e.reference.len() == 4 && e.reference == ex[0].reference), "{:?}", ex[0].reference);
+    let greedy = lm.sample_continuation(None, &[1, 2, 3], &ContinuationSampling { max_new_tokens: 4, temperature: 0.0, seed: 5 }).unwrap();
+    assert_eq!(ex[0].reference, greedy);
+    // Sampled ones differ between examples (seeded by index) and are the same when drawn again.
+    let mut warm = examples();
+    sample_references(&lm, &new(), &mut warm, &sampled(2.0), |_| {}).unwrap();
+    let mut again = examples();
+    sample_references(&lm, &new(), &mut again, &sampled(2.0), |_| {}).unwrap();
+    assert!(warm.iter().zip(&again).all(|(a, b)| a.reference == b.reference));
+    assert!(warm.iter().any(|e| e.reference != warm[0].reference), "{:?}", warm.iter().map(|e| &e.reference).collect::<Vec<_>>());
+
+    // y_gen is drawn from the seed, step and example: 6 + 6 resumed steps equal 12 straight.
+    let config = sampled(1.0);
+    let mut straight = new();
+    let long = train_adapter(&lm, &mut straight, &plan, &warm, &AdapterTrainConfig { steps: 12, ..config.clone() }, |_, _| {}).unwrap();
+    assert!(long.last.total.is_finite() && long.last.cross_entropy > 0.0, "{long:?}");
+    let mut resumed = new();
+    train_adapter(&lm, &mut resumed, &plan, &warm, &config, |_, _| {}).unwrap();
+    train_adapter(&lm, &mut resumed, &plan, &warm, &config, |_, _| {}).unwrap();
+    let z = resumed.standardize(&warm[0].latents);
+    let d = (resumed.prefix_for(&plan, &z, 0, None).unwrap() - straight.prefix_for(&plan, &z, 0, None).unwrap()).abs().max();
+    assert!(d.double_value(&[]) < 1e-6, "resumed training differs from uninterrupted by {}", d.double_value(&[]));
+    // The objective falls: the model grows surer of its own continuations, nearer to y_ref.
+    let mut losses = Vec::new();
+    let mut trained = new();
+    train_adapter(&lm, &mut trained, &plan, &warm, &AdapterTrainConfig { steps: 200, ..config.clone() }, |_, l| losses.push(l.total)).unwrap();
+    let (head, tail) = (losses[..20].iter().sum::<f64>() / 20.0, losses[180..].iter().sum::<f64>() / 20.0);
+    eprintln!("sampled objective: first 20 steps {head:.4}, last 20 {tail:.4}");
+    assert!(tail < head - 0.1, "first 20 steps {head}, last 20 {tail}");
+    // Zero tokens is refused before any sampling.
+    let err = sample_references(&lm, &new(), &mut examples(), &AdapterTrainConfig { objective: AdapterObjective::Sampled { tokens: 0, temperature: 1.0 }, ..config }, |_| {});
+    assert!(err.unwrap_err().to_string().contains("0 tokens"));
 }
 
 /// A pipeline folder for 3 agents on model "toy" (hidden D) with k latents.

@@ -189,3 +189,33 @@ impl ShallowVec for [(Tensor, Tensor)] {
         self.iter().map(|(k, v)| (k.shallow_clone(), v.shallow_clone())).collect()
     }
 }
+
+/// The frozen model that prefix adapters train through samples what the engine generates: a
+/// prefix of the embeddings of some tokens continues like those tokens in the prompt, its
+/// teacher-forced logits pick the same tokens, and an end-of-sequence id ends the continuation.
+#[test]
+fn the_frozen_model_samples_and_scores_continuations_like_the_engine() {
+    use runtime::thought_model::FrozenModel;
+    use thoughtcomm::{ContinuationSampling, LanguageModel};
+    let net = tiny("llama");
+    let vocab = net.spec().vocab_size;
+    let (head, prompt) = (tokens(41, 3, vocab), tokens(42, 6, vocab));
+    let whole: Vec<u32> = head.iter().chain(&prompt).copied().collect();
+    let want = solo(&net, SequenceRequest::new(whole, greedy(6))).tokens;
+    let greedy6 = ContinuationSampling { max_new_tokens: 6, temperature: 0.0, seed: 0 };
+    let lm = FrozenModel::new(&net, vec![]);
+    let prefix = embeddings(&net, &head);
+    let got = lm.sample_continuation(Some(&prefix), &prompt, &greedy6).unwrap();
+    assert_eq!(got, want, "prefix of embeddings vs the same tokens in the prompt");
+    let forced: Vec<u32> = prompt.iter().chain(&got[..5]).copied().collect();
+    let picks = Vec::<i64>::try_from(lm.forward_with_prefix(&prefix, &forced, 6).argmax(-1, false)).unwrap();
+    assert_eq!(picks.iter().map(|&t| t as u32).collect::<Vec<_>>(), got, "teacher-forced argmax");
+    let stopped = FrozenModel::new(&net, vec![got[1]]).sample_continuation(Some(&prefix), &prompt, &greedy6).unwrap();
+    let end = got.iter().position(|&t| t == got[1]).map_or(got.len(), |i| i + 1);
+    assert_eq!(stopped, got[..end], "ends at the first stop token, keeping it");
+    // Sampling is seeded; a bad prefix is an error, not a panic.
+    let warm = |seed| lm.sample_continuation(None, &prompt, &ContinuationSampling { temperature: 1.0, seed, ..greedy6 }).unwrap();
+    assert_eq!(warm(3), warm(3));
+    let err = lm.sample_continuation(Some(&Tensor::zeros([1, 3], (Kind::Float, Device::Cpu))), &prompt, &greedy6).unwrap_err();
+    assert!(err.to_string().contains("prefix embeddings must have shape"), "{err}");
+}
