@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::train_adapter::{self, ObjectiveArgs, TrainAdapterArgs};
-use crate::train_pipeline::{self, debate_args, words, DebateSetup, TrainArgs};
+use crate::train_adapter::{self, ObjectiveArgs};
+use crate::debate::DebateArgs;
+use crate::train_pipeline::{self, parse_words, words, DebateSetup, TrainArgs};
 
 #[derive(Args)]
 pub struct ExperimentArgs {
@@ -100,20 +101,13 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
         None => {
             let dir = args.out.join("pipeline");
             eprintln!("== training the thought pipeline into {}", dir.display());
-            train_pipeline::run(TrainArgs {
-                setup: args.setup.clone(),
-                split: None,
-                limit: args.train_limit,
-                state_layer: None,
-                latent_dim: 64,
-                lambda: 1e-3,
-                ae_steps: args.ae_steps,
-                adapter_steps: args.adapter_steps,
-                prefix_len: 1,
-                adapter_learning_rate: 1e-4,
-                objective: args.objective.clone(),
-                out: dir.clone(),
-            })?;
+            let mut train: TrainArgs = parse_words("train", words(&[("--out", dir.display().to_string())]))?;
+            train.setup = args.setup.clone();
+            train.limit = args.train_limit;
+            train.ae_steps = args.ae_steps;
+            train.adapter_steps = args.adapter_steps;
+            train.objective = args.objective.clone();
+            train_pipeline::run(train)?;
             dir
         }
     };
@@ -133,23 +127,14 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     for &m in &args.prefix_lens {
         let dir = args.out.join(format!("pipeline-m{m}"));
         eprintln!("== training adapters with prefix length {m} into {}", dir.display());
-        train_adapter::train(&TrainAdapterArgs {
-            run: pipeline.join("collect"),
-            ae: pipeline.join("ae"),
-            prefix_len: m,
-            width: 256,
-            agreement: train_adapter::AgreementTraining::Learned,
-            steps: args.adapter_steps,
-            batch_size: 4,
-            learning_rate: 1e-4,
-            cosine_weight: 1.0,
-            objective: args.objective.clone(),
-            max_positions: 1024,
-            init_scale: 0.005,
-            seed: args.setup.seed,
-            device: args.setup.device.clone(),
-            out: dir.clone(),
-        })?;
+        let mut adapter_args = train_pipeline::adapter_args(&pipeline.join("collect"), &pipeline.join("ae"), &dir)?;
+        adapter_args.prefix_len = m;
+        adapter_args.steps = args.adapter_steps;
+        adapter_args.objective = args.objective.clone();
+        adapter_args.seed = args.setup.seed;
+        adapter_args.device = args.setup.device.clone();
+        train_adapter::train(&adapter_args)?;
+
         arms.push((format!("thoughtcomm-m{m}"), with_pipeline(&dir, &[])));
     }
     let mut run_dirs = Vec::new();
@@ -157,7 +142,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
         let out = args.out.join(&name);
         arm.extend(args.setup.words(args.split.as_deref(), args.limit, &out));
         eprintln!("== {name} into {}", out.display());
-        crate::debate::run(debate_args(arm)?)?;
+        crate::debate::run(parse_words::<DebateArgs>("debate", arm)?)?;
         run_dirs.push(out);
     }
     crate::report::run(crate::report::ReportArgs { runs: run_dirs, out: Some(args.out.clone()) })

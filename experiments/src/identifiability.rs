@@ -59,8 +59,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.1)]
     threshold: f64,
     /// How |dH/dZ| is aggregated over samples: max or mean.
-    #[arg(long, default_value = "max")]
-    aggregate: String,
+    #[arg(long, default_value_t = StructureConfig::default().aggregate)]
+    aggregate: Aggregate,
     /// libtorch intra-op threads.
     #[arg(long, default_value_t = 1)]
     threads: i32,
@@ -71,11 +71,6 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     tch::set_num_threads(args.threads);
-    let aggregate = match args.aggregate.as_str() {
-        "max" => Aggregate::Max,
-        "mean" => Aggregate::Mean,
-        other => anyhow::bail!("unknown aggregate '{other}' (known: max, mean)"),
-    };
     let config = BenchConfig {
         data: SyntheticConfig {
             agents: args.agents,
@@ -88,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hidden: args.hidden.clone(),
         steps: args.steps,
         train: TrainConfig { batch_size: args.batch_size, learning_rate: args.learning_rate, seed: args.seed },
-        structure: StructureConfig { aggregate, threshold: args.threshold },
+        structure: StructureConfig { aggregate: args.aggregate, threshold: args.threshold },
     };
     let report = benchmark::run(&config).context("identifiability benchmark")?;
     if args.json {
@@ -111,7 +106,7 @@ fn to_json(args: &Args, r: &BenchReport) -> serde_json::Value {
             "agents": args.agents, "seed": args.seed, "latent_dim": args.latent_dim, "samples": args.samples,
             "estimator": args.estimator, "lambda": args.lambda, "steps": args.steps, "hidden": args.hidden,
             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "threshold": args.threshold,
-            "aggregate": args.aggregate, "threads": args.threads,
+            "aggregate": args.aggregate.name(), "threads": args.threads,
         },
         "true_alpha": r.true_alpha,
         "sparse": r.sparse,

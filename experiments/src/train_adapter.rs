@@ -40,6 +40,7 @@ pub enum ObjectiveReading {
 /// train` and `tcomm experiment` take the same flags).
 #[derive(Args, Clone)]
 pub struct ObjectiveArgs {
+    /// Which reading of Eq. 12 trains the adapter: what y_ref and y_gen are.
     #[arg(long = "objective", value_enum, default_value = "recorded")]
     pub reading: ObjectiveReading,
     /// Reading (b): tokens per sampled continuation (y_ref and y_gen).

@@ -5,7 +5,7 @@
 //!
 //! Every step resumes, so rerunning the same command after a kill continues where it stopped.
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser};
 
@@ -100,15 +100,16 @@ pub struct TrainArgs {
 }
 
 #[derive(Parser)]
-struct DebateCommand {
+struct Subcommand<A: Args> {
     #[command(flatten)]
-    args: DebateArgs,
+    args: A,
 }
 
-/// Builds `tcomm debate` arguments from words, with the defaults of the command line.
-pub fn debate_args(words: Vec<OsString>) -> anyhow::Result<DebateArgs> {
-    let argv = std::iter::once(OsString::from("debate")).chain(words);
-    Ok(DebateCommand::try_parse_from(argv).map_err(|e| anyhow::anyhow!("debate arguments: {e}"))?.args)
+/// Builds the arguments of subcommand `name` from words, with the defaults of its command line
+/// (so a pipeline step run from here behaves as the same step run by hand).
+pub fn parse_words<A: Args>(name: &str, words: Vec<OsString>) -> anyhow::Result<A> {
+    let argv = std::iter::once(OsString::from(name)).chain(words);
+    Ok(Subcommand::<A>::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{name} arguments: {e}"))?.args)
 }
 
 /// `--flag value` pairs (and bare flags) as words.
@@ -131,40 +132,30 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         collect_words.extend(words(&[("--state-layer", layer.to_string())]));
     }
     eprintln!("[1/3] collecting debate states into {}", collect.display());
-    crate::debate::run(debate_args(collect_words)?)?;
+    crate::debate::run(parse_words::<DebateArgs>("debate", collect_words)?)?;
 
     let ae_dir = args.out.join("ae");
     eprintln!("[2/3] training the thought autoencoder into {}", ae_dir.display());
-    train::train_ae(TrainAeArgs {
-        states: collect.clone(),
-        latent_dim: args.latent_dim,
-        lambda: args.lambda,
-        estimator: thoughtcomm::Estimator::default(),
-        hidden: vec![256],
-        steps: args.ae_steps,
-        batch_size: 128,
-        learning_rate: 1e-3,
-        threshold: 0.1,
-        seed: setup.seed,
-        out: ae_dir.clone(),
-    })?;
+    let mut ae_args: TrainAeArgs = parse_words("train-ae", words(&[("--states", collect.display().to_string()), ("--out", ae_dir.display().to_string())]))?;
+    ae_args.latent_dim = args.latent_dim;
+    ae_args.lambda = args.lambda;
+    ae_args.steps = args.ae_steps;
+    ae_args.seed = setup.seed;
+    train::train_ae(ae_args)?;
 
     eprintln!("[3/3] training the prefix adapter(s) into {}", args.out.display());
-    train_adapter::run(TrainAdapterArgs {
-        run: collect,
-        ae: ae_dir,
-        prefix_len: args.prefix_len,
-        width: 256,
-        agreement: train_adapter::AgreementTraining::Learned,
-        steps: args.adapter_steps,
-        batch_size: 4,
-        learning_rate: args.adapter_learning_rate,
-        cosine_weight: 1.0,
-        objective: args.objective.clone(),
-        max_positions: 1024,
-        init_scale: 0.005,
-        seed: setup.seed,
-        device: setup.device.clone(),
-        out: args.out.clone(),
-    })
+    let mut adapter_args = adapter_args(&collect, &ae_dir, &args.out)?;
+    adapter_args.prefix_len = args.prefix_len;
+    adapter_args.steps = args.adapter_steps;
+    adapter_args.learning_rate = args.adapter_learning_rate;
+    adapter_args.objective = args.objective.clone();
+    adapter_args.seed = setup.seed;
+    adapter_args.device = setup.device.clone();
+    train_adapter::run(adapter_args)
 }
+
+/// `tcomm train-adapter` defaults for the states of `run`, the autoencoder in `ae`, into `out`.
+pub fn adapter_args(run: &Path, ae: &Path, out: &Path) -> anyhow::Result<TrainAdapterArgs> {
+    parse_words("train-adapter", words(&[("--run", run.display().to_string()), ("--ae", ae.display().to_string()), ("--out", out.display().to_string())]))
+}
+

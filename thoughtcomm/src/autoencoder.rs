@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use crate::error::{Result, ThoughtError};
+use crate::error::{by_name, Result, ThoughtError};
 use crate::states::offsets;
 
 /// Which sparsity penalty on the decoder Jacobian J (`[batch, n_h, k]`) is added to the
@@ -61,10 +61,7 @@ impl FromStr for Estimator {
     type Err = ThoughtError;
 
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|e| e.name() == s).ok_or_else(|| {
-            let known: Vec<_> = Self::ALL.iter().map(|e| e.name()).collect();
-            ThoughtError::Config(format!("unknown estimator '{s}' (known: {})", known.join(", ")))
-        })
+        by_name("estimator", s, &Self::ALL, Self::name)
     }
 }
 

@@ -27,3 +27,12 @@ pub enum ThoughtError {
 }
 
 pub type Result<T> = std::result::Result<T, ThoughtError>;
+
+/// The variant of `all` called `s`, or an error that lists the known names (the `FromStr` of the
+/// crate's option enums, which command lines parse).
+pub(crate) fn by_name<T: Copy>(what: &str, s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T> {
+    all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
+        let known: Vec<_> = all.iter().map(|&v| name(v)).collect();
+        ThoughtError::Config(format!("unknown {what} '{s}' (known: {})", known.join(", ")))
+    })
+}

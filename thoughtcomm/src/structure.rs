@@ -1,9 +1,12 @@
 //! Read-out of the thought structure from a trained autoencoder: which agents' states each latent
 //! affects (B), its agreement level alpha_j, and each agent's shared and private thoughts.
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::error::Result;
+use crate::error::{by_name, Result, ThoughtError};
 use crate::states::AgentStates;
 use crate::train::ThoughtAutoencoder;
 
@@ -15,6 +18,31 @@ pub enum Aggregate {
     Max,
     /// The mean over samples: less sensitive to a few outlying samples.
     Mean,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 2] = [Aggregate::Max, Aggregate::Mean];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Max => "max",
+            Aggregate::Mean => "mean",
+        }
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Aggregate {
+    type Err = ThoughtError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        by_name("aggregate", s, &Self::ALL, Self::name)
+    }
 }
 
 /// The threshold rule. Scores are `S[i][j] = max over rows r of agent i of agg_samples |J_rj| *
