@@ -137,31 +137,37 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
     }
+
+    /// One projection whose outputs are those of `parts` side by side: a decode step then makes
+    /// one matrix-vector product instead of several, each a round of thread synchronization.
+    pub fn concat(parts: Vec<Linear>) -> Linear {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref()).collect();
+        Linear { weight: Tensor::cat(&weights, 0), bias: biases.map(|b| Tensor::cat(&b, 0)) }
+    }
 }
 
-/// Gated MLP: `down(act(gate(x)) * up(x))`, with gate and up optionally fused (phi3).
+/// Gated MLP: `down(act(gate(x)) * up(x))`, with gate and up as one projection (`gate_up`, gate
+/// first, as phi3 stores it).
 pub struct Mlp {
-    pub gate: Option<Linear>,
-    pub up: Linear,
+    pub gate_up: Linear,
     pub down: Linear,
     pub activation: Activation,
 }
 
 impl Mlp {
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (gate, up) = match &self.gate {
-            Some(gate) => (gate.forward(x), self.up.forward(x)),
-            None => {
-                let fused = self.up.forward(x);
-                let parts = fused.chunk(2, -1);
-                (parts[0].shallow_clone(), parts[1].shallow_clone())
-            }
-        };
+        self.forward_with(x, &Linear::forward)
+    }
+
+    /// `forward` with the projections computed by `project` (the row-split decode path).
+    pub fn forward_with(&self, x: &Tensor, project: &dyn Fn(&Linear, &Tensor) -> Tensor) -> Tensor {
+        let parts = project(&self.gate_up, x).chunk(2, -1);
         let act = match self.activation {
-            Activation::Silu => gate.silu(),
-            Activation::GeluTanh => gate.gelu("tanh"),
+            Activation::Silu => parts[0].silu(),
+            Activation::GeluTanh => parts[0].gelu("tanh"),
         };
-        self.down.forward(&(act * up))
+        project(&self.down, &(act * &parts[1]))
     }
 }
 

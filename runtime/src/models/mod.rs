@@ -8,6 +8,7 @@ pub mod llama;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod row_split;
 pub mod spec;
 pub mod transformer;
 

@@ -5,15 +5,14 @@ use tch::{Kind, Tensor};
 
 use super::kv_cache::KvCache;
 use super::layers::{attention_mask, Linear, Mlp, RmsNorm, Rope};
+use super::row_split::RowSplit;
 use super::spec::{ModelSpec, NormPlacement, NormStyle};
 use crate::error::LoadError;
 use crate::weights::Weights;
 
 struct Attention {
-    /// Either separate q/k/v projections or phi3's fused `qkv_proj`.
-    q: Linear,
-    k: Option<Linear>,
-    v: Option<Linear>,
+    /// q, k and v as one projection (phi3's `qkv_proj`; the others' three are concatenated).
+    qkv: Linear,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -35,8 +34,10 @@ pub struct Transformer {
     embed: Tensor,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Tensor,
+    lm_head: Linear,
     ropes: Vec<Rope>,
+    /// Small-batch projections split over the CPU threads (None on CUDA or with one thread).
+    row_split: Option<RowSplit>,
 }
 
 impl Transformer {
@@ -60,15 +61,10 @@ impl Transformer {
         let mut layers = Vec::with_capacity(spec.num_layers as usize);
         for i in 0..spec.num_layers {
             let p = format!("model.layers.{i}");
+            let o = linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, false)?;
             let attn = if spec.fused_projections {
-                Attention {
-                    q: linear(&format!("{p}.self_attn.qkv_proj"), (nh + 2 * nkv) * hd, h, spec.qkv_bias)?,
-                    k: None,
-                    v: None,
-                    o: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, false)?,
-                    q_norm: None,
-                    k_norm: None,
-                }
+                let qkv = linear(&format!("{p}.self_attn.qkv_proj"), (nh + 2 * nkv) * hd, h, spec.qkv_bias)?;
+                Attention { qkv, o, q_norm: None, k_norm: None }
             } else {
                 let mut q = linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, spec.qkv_bias)?;
                 let mut k = linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, spec.qkv_bias)?;
@@ -81,31 +77,17 @@ impl Transformer {
                 } else {
                     (None, None)
                 };
-                Attention {
-                    q,
-                    k: Some(k),
-                    v: Some(linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, spec.qkv_bias)?),
-                    o: linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, false)?,
-                    q_norm,
-                    k_norm,
-                }
+                let v = linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, spec.qkv_bias)?;
+                Attention { qkv: Linear::concat(vec![q, k, v]), o, q_norm, k_norm }
             };
             let inter = spec.intermediate_size;
-            let mlp = if spec.fused_projections {
-                Mlp {
-                    gate: None,
-                    up: linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, false)?,
-                    down: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?,
-                    activation: spec.activation,
-                }
+            let gate_up = if spec.fused_projections {
+                linear(&format!("{p}.mlp.gate_up_proj"), 2 * inter, h, false)?
             } else {
-                Mlp {
-                    gate: Some(linear(&format!("{p}.mlp.gate_proj"), inter, h, false)?),
-                    up: linear(&format!("{p}.mlp.up_proj"), inter, h, false)?,
-                    down: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?,
-                    activation: spec.activation,
-                }
+                let gate = linear(&format!("{p}.mlp.gate_proj"), inter, h, false)?;
+                Linear::concat(vec![gate, linear(&format!("{p}.mlp.up_proj"), inter, h, false)?])
             };
+            let mlp = Mlp { gate_up, down: linear(&format!("{p}.mlp.down_proj"), h, inter, false)?, activation: spec.activation };
             let ffw_norms = match spec.norm_placement {
                 NormPlacement::Pre => None,
                 NormPlacement::Sandwich => Some((
@@ -132,7 +114,10 @@ impl Transformer {
         if let Some(local) = &spec.local_rope {
             ropes.push(Rope::new(local, w.device()));
         }
-        Ok(Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes })
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+        let row_split = if w.device() == tch::Device::Cpu { RowSplit::new(threads) } else { None };
+        let lm_head = Linear { weight: lm_head, bias: None };
+        Ok(Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes, row_split })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -173,6 +158,14 @@ impl Transformer {
     /// states listed in `capture`, in transformers' `output_hidden_states` numbering: 0 is the
     /// embedding output, l (1..L-1) the output of layer l, L the final-normed output.
     pub fn forward_embeds(&self, embeds: &Tensor, positions: &Tensor, cache: &mut KvCache, capture: &[usize]) -> (Tensor, Vec<Tensor>) {
+        let rows = embeds.size()[..2].iter().product::<i64>();
+        match &self.row_split {
+            Some(split) if RowSplit::applies(rows, embeds) => split.scope(|| self.forward_layers(embeds, positions, cache, capture)),
+            _ => self.forward_layers(embeds, positions, cache, capture),
+        }
+    }
+
+    fn forward_layers(&self, embeds: &Tensor, positions: &Tensor, cache: &mut KvCache, capture: &[usize]) -> (Tensor, Vec<Tensor>) {
         let k_pos = cache.extend_positions(positions);
         // Per row, not over the whole batch: longrope's short/long switch is per sequence.
         let max_positions = k_pos.amax(1, false);
@@ -225,15 +218,9 @@ impl Transformer {
         let (b, t) = (x.size()[0], x.size()[1]);
         let h = layer.input_norm.forward(x);
         let a = &layer.attn;
-        let (q, k, v) = match (&a.k, &a.v) {
-            (Some(k), Some(v)) => (a.q.forward(&h), k.forward(&h), v.forward(&h)),
-            _ => {
-                let qkv = a.q.forward(&h);
-                let sizes = [s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim];
-                let parts = qkv.split_with_sizes(sizes, -1);
-                (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].shallow_clone())
-            }
-        };
+        let sizes = [s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim, s.num_kv_heads * s.head_dim];
+        let parts = self.project(&a.qkv, &h).split_with_sizes(sizes, -1);
+        let (q, k, v) = (parts[0].shallow_clone(), parts[1].shallow_clone(), parts[2].shallow_clone());
         let heads = |t_: Tensor, n: i64| t_.view([b, t, n, s.head_dim]).transpose(1, 2);
         let mut q = heads(q, s.num_heads);
         let mut k = heads(k, s.num_kv_heads);
@@ -250,24 +237,43 @@ impl Transformer {
         };
         let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, Some(s.attn_scale), true);
         *cache = Some((k, v));
-        let attn = a.o.forward(&attn.transpose(1, 2).reshape([b, t, s.num_heads * s.head_dim]));
+        let attn = self.project(&a.o, &attn.transpose(1, 2).reshape([b, t, s.num_heads * s.head_dim]));
+        let project = |l: &Linear, x: &Tensor| self.project(l, x);
         match &layer.ffw_norms {
             None => {
                 let x = x + attn;
-                let m = layer.mlp.forward(&layer.post_attn_norm.forward(&x));
+                let m = layer.mlp.forward_with(&layer.post_attn_norm.forward(&x), &project);
                 x + m
             }
             Some((pre_ffw, post_ffw)) => {
                 let x = x + layer.post_attn_norm.forward(&attn);
-                let m = layer.mlp.forward(&pre_ffw.forward(&x));
+                let m = layer.mlp.forward_with(&pre_ffw.forward(&x), &project);
                 &x + post_ffw.forward(&m)
             }
         }
     }
 
+    /// Threads that share a small-batch decode step's projections (1: none split; see `row_split`).
+    pub fn row_split_threads(&self) -> usize {
+        self.row_split.as_ref().map_or(1, RowSplit::threads)
+    }
+
+    /// `layer.forward(x)`, split over the CPU threads for a few rows.
+    fn project(&self, layer: &Linear, x: &Tensor) -> Tensor {
+        match &self.row_split {
+            Some(split) => split.forward(layer, x),
+            None => layer.forward(x),
+        }
+    }
+
     /// Logits `[.., vocab]` in f32 from final-normed hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let logits = head_product(hidden, &self.lm_head).to_kind(Kind::Float);
+        let logits = if transposed_head(hidden) {
+            self.lm_head.weight.matmul(&hidden.tr()).tr()
+        } else {
+            self.project(&self.lm_head, hidden)
+        };
+        let logits = logits.to_kind(Kind::Float);
         match self.spec.final_logit_softcap {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,
@@ -275,17 +281,14 @@ impl Transformer {
     }
 }
 
-/// `x Wᵀ` for the output head. For a few rows (the decode step of a small batch) MKL's sgemm is
-/// 2.6-3x faster on a CPU written as `(W xᵀ)ᵀ` with a vocabulary-sized W (measured at 6 rows:
-/// 17.2 vs 5.6 ms for 49152 x 576, 74 vs 28 ms for 151936 x 896; the same at 1 row and about
-/// the same at 24), so that form is used there. The layers' own projections gain nothing from it.
-fn head_product(x: &Tensor, w: &Tensor) -> Tensor {
+/// Whether the output head's `x Wᵀ` is computed as `(W xᵀ)ᵀ`: for a few rows (the decode step of
+/// a small batch) MKL's sgemm is 2.6-3x faster on a CPU in that form with a vocabulary-sized W
+/// (measured at 6 rows: 17.2 vs 5.6 ms for 49152 x 576, 74 vs 28 ms for 151936 x 896; about the
+/// same at 24; one row is a matrix-vector product, split over the threads instead). The layers'
+/// own projections gain nothing from it.
+fn transposed_head(x: &Tensor) -> bool {
     let rows = if x.dim() == 2 { x.size()[0] } else { 0 };
-    if (2..=16).contains(&rows) && x.device() == tch::Device::Cpu {
-        w.matmul(&x.tr()).tr()
-    } else {
-        x.linear::<Tensor>(w, None)
-    }
+    (2..=16).contains(&rows) && x.device() == tch::Device::Cpu
 }
 
 /// Undoes llama.cpp's q/k row permutation (transformers' `reverse_permute_weights`).

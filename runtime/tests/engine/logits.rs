@@ -3,7 +3,9 @@
 use runtime::models::{KvCache, Transformer};
 use tch::{Device, Kind, Tensor};
 
-use super::{full_forward, ids_tensor, max_diff, tiny, tokens, TOLERANCE};
+use runtime::loader::load_network_from_dir;
+
+use super::{fixture_dir, full_forward, ids_tensor, max_diff, one_thread, tiny, tokens, TOLERANCE};
 
 /// Prefill of `prompt` alone: its cache and last-position logits `[vocab]`.
 fn prefill(net: &Transformer, prompt: &[u32]) -> (KvCache, Tensor) {
@@ -143,4 +145,39 @@ fn batched_logits_equal_solo_gemma3_sliding_window() {
 fn padded_prefill_equals_solo() {
     check_padded_prefill("llama", &[2, 9, 5]);
     check_padded_prefill("gemma3", &[1, 9, 6]);
+}
+
+/// A model loaded with 2 intra-op threads splits a batch-1 step's projections (biases included:
+/// qwen2; fused checkpoints: phi3; tied heads: llama_tied) by output rows over 2 threads: every
+/// logit of a greedy decode equals the unsplit model's, and the batched path is unchanged.
+#[test]
+fn row_split_decode_equals_unsplit() {
+    let _guard = tch::no_grad_guard();
+    for arch in ["llama", "llama_tied", "qwen2", "qwen3", "gemma3", "phi3"] {
+        let plain = tiny(arch);
+        tch::set_num_threads(2);
+        let split = load_network_from_dir(&fixture_dir(arch), Device::Cpu, Kind::Float).unwrap();
+        one_thread();
+        assert_eq!((plain.row_split_threads(), split.row_split_threads()), (1, 2), "{arch}");
+        let prompt = tokens(77, 9, plain.spec().vocab_size);
+        let (want, want_fed) = alone(&plain, &prompt, 6);
+        let (got, got_fed) = alone(&split, &prompt, 6);
+        assert_eq!(got_fed, want_fed, "{arch}: greedy tokens");
+        for (s, (g, w)) in got.iter().zip(&want).enumerate() {
+            let d = max_diff(g, w);
+            assert!(d < 1e-5, "{arch}: step {s} logits differ by {d}");
+        }
+        // Three rows decoded together (split too), after a batched prefill (not split).
+        let rows: Vec<Vec<u32>> = (0..3).map(|i| tokens(80 + i, 9, plain.spec().vocab_size)).collect();
+        let decode = |net: &Transformer| {
+            let ids: Vec<u32> = rows.concat();
+            let mut cache = net.new_cache();
+            let positions = Tensor::arange(9, (Kind::Int64, Device::Cpu)).unsqueeze(0).repeat([3, 1]);
+            let (hidden, _) = net.forward_embeds(&net.embed(&ids_tensor(&ids).view([3, 9])), &positions, &mut cache, &[]);
+            let next: Vec<i64> = Vec::try_from(net.logits(&hidden.select(1, -1)).argmax(-1, false)).unwrap();
+            step(net, &mut cache, &next, &[9, 9, 9])
+        };
+        let d = max_diff(&decode(&split), &decode(&plain));
+        assert!(d < 1e-5, "{arch}: 3-row step logits differ by {d}");
+    }
 }
