@@ -100,9 +100,15 @@ pub struct RowSplit {
 /// 40 -> 23 ms, batch 6 70 -> 55 ms, batch 24 95 -> 127 ms if it were split (so it is not).
 const MAX_ROWS: i64 = 8;
 
+/// Threads a projection is split over at most: a few cores already saturate the memory bus, and
+/// each more block is one more hand-off per projection (only 2 were measured here).
+const MAX_THREADS: usize = 4;
+
 impl RowSplit {
-    /// A splitter over `threads` threads (the caller's included); None below 2.
+    /// A splitter over `threads` threads (the caller's included, at most `MAX_THREADS`); None
+    /// below 2.
     pub fn new(threads: usize) -> Option<RowSplit> {
+        let threads = threads.min(MAX_THREADS);
         let controls = ThreadControls::find().filter(|_| threads >= 2)?;
         Some(RowSplit { controls, workers: Mutex::new((1..threads).map(|_| spawn_worker(controls)).collect()) })
     }
