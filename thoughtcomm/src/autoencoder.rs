@@ -199,24 +199,27 @@ impl ThoughtDecoder {
 
     /// Output and Jacobian `dH/dZ` (`[batch, n_h, k]`) at each row of `z`. Closed form of the
     /// chain rule for an MLP: `J = W_L diag(act'(a_{L-1})) W_{L-1} ... diag(act'(a_1)) W_1`,
-    /// accumulated from the input side so that each step is one `[out, in] @ [batch, in, k]`
-    /// matmul. Differentiable, so the penalty trains the weights through it.
+    /// accumulated from the input side. It is built transposed, `Jᵀ` `[batch, k, width]`, so that
+    /// each step is `Jᵀ Wᵀ`, one matrix product of `batch * k` contiguous rows (the `W J` form
+    /// makes libtorch transpose and copy J at every layer; measured 12% faster forward + backward
+    /// at 256x3), and returned as a transposed view; the penalties' element-wise ops and sums run
+    /// over it in memory order. Differentiable, so the penalty trains the weights through it.
     pub fn forward_with_jacobian(&self, z: &Tensor) -> (Tensor, Tensor) {
         let [batch, k] = [z.size()[0], z.size()[1]];
         let mut x = z.shallow_clone();
-        // dx/dz of the current activations; None stands for the identity before the first layer.
-        let mut jac: Option<Tensor> = None;
-        let linear = |layer: &Dense, jac: &Option<Tensor>| match jac {
-            None => layer.w.unsqueeze(0),
-            Some(j) => layer.w.matmul(j),
+        // (dx/dz)ᵀ of the current activations; None stands for the identity before the first layer.
+        let mut jac_t: Option<Tensor> = None;
+        let linear = |layer: &Dense, jac_t: &Option<Tensor>| match jac_t {
+            None => layer.w.tr().unsqueeze(0),
+            Some(j) => j.matmul(&layer.w.tr()),
         };
         for layer in &self.mlp.hidden {
             let (y, d) = elu_with_derivative(&layer.forward(&x));
-            jac = Some(d.unsqueeze(-1) * linear(layer, &jac));
+            jac_t = Some(d.unsqueeze(1) * linear(layer, &jac_t));
             x = y;
         }
         let out = &self.mlp.out;
-        (out.forward(&x), linear(out, &jac).expand([batch, -1, k], false))
+        (out.forward(&x), linear(out, &jac_t).expand([batch, k, -1], false).transpose(1, 2))
     }
 }
 
