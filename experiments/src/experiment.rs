@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::train_adapter::{self, ObjectiveArgs};
 use crate::debate::DebateArgs;
+use crate::train_adapter::{self, ObjectiveArgs};
 use crate::train_pipeline::{self, parse_words, words, DebateSetup, TrainArgs};
 
 #[derive(Args)]
@@ -127,14 +127,10 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     for &m in &args.prefix_lens {
         let dir = args.out.join(format!("pipeline-m{m}"));
         eprintln!("== training adapters with prefix length {m} into {}", dir.display());
-        let mut adapter_args = train_pipeline::adapter_args(&pipeline.join("collect"), &pipeline.join("ae"), &dir)?;
+        let mut adapter_args = train_pipeline::adapter_args(&pipeline.join("collect"), &pipeline.join("ae"), &dir, &args.setup, &args.objective)?;
         adapter_args.prefix_len = m;
         adapter_args.steps = args.adapter_steps;
-        adapter_args.objective = args.objective.clone();
-        adapter_args.seed = args.setup.seed;
-        adapter_args.device = args.setup.device.clone();
         train_adapter::train(&adapter_args)?;
-
         arms.push((format!("thoughtcomm-m{m}"), with_pipeline(&dir, &[])));
     }
     let mut run_dirs = Vec::new();

@@ -144,18 +144,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     train::train_ae(ae_args)?;
 
     eprintln!("[3/3] training the prefix adapter(s) into {}", args.out.display());
-    let mut adapter_args = adapter_args(&collect, &ae_dir, &args.out)?;
+    let mut adapter_args = adapter_args(&collect, &ae_dir, &args.out, setup, &args.objective)?;
     adapter_args.prefix_len = args.prefix_len;
     adapter_args.steps = args.adapter_steps;
     adapter_args.learning_rate = args.adapter_learning_rate;
-    adapter_args.objective = args.objective.clone();
-    adapter_args.seed = setup.seed;
-    adapter_args.device = setup.device.clone();
     train_adapter::run(adapter_args)
 }
 
-/// `tcomm train-adapter` defaults for the states of `run`, the autoencoder in `ae`, into `out`.
-pub fn adapter_args(run: &Path, ae: &Path, out: &Path) -> anyhow::Result<TrainAdapterArgs> {
-    parse_words("train-adapter", words(&[("--run", run.display().to_string()), ("--ae", ae.display().to_string()), ("--out", out.display().to_string())]))
+/// `tcomm train-adapter` arguments for the states of `run`, the autoencoder in `ae`, into `out`,
+/// with the debate's seed and device and the given objective; the rest are its defaults.
+pub fn adapter_args(run: &Path, ae: &Path, out: &Path, setup: &DebateSetup, objective: &ObjectiveArgs) -> anyhow::Result<TrainAdapterArgs> {
+    let mut args: TrainAdapterArgs =
+        parse_words("train-adapter", words(&[("--run", run.display().to_string()), ("--ae", ae.display().to_string()), ("--out", out.display().to_string())]))?;
+    args.objective = objective.clone();
+    args.seed = setup.seed;
+    args.device = setup.device.clone();
+    Ok(args)
 }
-

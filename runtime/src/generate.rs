@@ -116,8 +116,13 @@ pub fn last_logits(net: &Transformer, ids: &[u32]) -> Result<Tensor, GenerateErr
 
 /// Generates up to `params.max_new_tokens` tokens after `prompt` (the engine with one sequence).
 pub fn generate(net: &Transformer, prompt: &[u32], params: &SamplingParams) -> Result<Generation, GenerateError> {
+    generate_request(net, SequenceRequest::new(prompt.to_vec(), params.clone()))
+}
+
+/// Runs one request (prefix, capture and all) alone through the engine.
+pub fn generate_request(net: &Transformer, request: SequenceRequest) -> Result<Generation, GenerateError> {
     let mut engine = Engine::new(net, EngineConfig { max_batch_size: 1, max_batch_tokens: usize::MAX });
-    engine.add(SequenceRequest::new(prompt.to_vec(), params.clone()))?;
+    engine.add(request)?;
     let (_, out) = engine.run_to_completion().pop().ok_or(GenerateError::EmptyPrompt)?;
     Ok(Generation { tokens: out.tokens, finish: out.finish })
 }

@@ -4,8 +4,8 @@
 use tch::{Device, Kind, Tensor};
 use thoughtcomm::{ContinuationSampling, LanguageModel, ThoughtError};
 
-use crate::engine::{Engine, EngineConfig, Prefix, SequenceRequest};
-use crate::generate::SamplingParams;
+use crate::engine::{Prefix, SequenceRequest};
+use crate::generate::{generate_request, SamplingParams};
 use crate::models::Transformer;
 
 pub struct FrozenModel<'a> {
@@ -64,9 +64,6 @@ impl LanguageModel for FrozenModel<'_> {
         };
         let mut request = SequenceRequest::new(ids.to_vec(), params);
         request.prefix = prefix.map(|p| Prefix::Embeddings(p.detach().to_device(self.net.device()).to_kind(self.net.kind())));
-        let mut engine = Engine::new(self.net, EngineConfig { max_batch_size: 1, max_batch_tokens: usize::MAX });
-        engine.add(request).map_err(|e| ThoughtError::Model(e.to_string()))?;
-        let (_, out) = engine.run_to_completion().pop().ok_or_else(|| ThoughtError::Model("the engine returned no sequence".into()))?;
-        Ok(out.tokens)
+        Ok(generate_request(self.net, request).map_err(|e| ThoughtError::Model(e.to_string()))?.tokens)
     }
 }

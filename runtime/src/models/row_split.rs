@@ -131,10 +131,11 @@ impl RowSplit {
     /// `layer.forward(x)`, split when `x` has at most `MAX_ROWS` rows on the CPU outside autograd.
     pub fn forward(&self, layer: &Linear, x: &Tensor) -> Tensor {
         let rows = x.numel() as i64 / x.size().last().copied().unwrap_or(1).max(1);
-        let eligible = Self::applies(rows, x) && !layer.weight.requires_grad();
-        let workers = match self.workers.try_lock() {
-            Ok(workers) if eligible => workers,
-            _ => return layer.forward(x),
+        if !Self::applies(rows, x) || layer.weight.requires_grad() {
+            return layer.forward(x);
+        }
+        let Ok(workers) = self.workers.try_lock() else {
+            return layer.forward(x);
         };
         let out = layer.weight.size()[0];
         let parts = workers.len() as i64 + 1;
