@@ -1,7 +1,8 @@
 //! Continuous batching: many sequences of different lengths decode together, one token each
-//! per step, sharing one padded KV cache. Sequences join between steps (after a prefill of
-//! their own) and leave as soon as they finish or are cancelled. Every sequence samples with its
+//! per step, sharing one padded KV cache. Sequences join between steps (those that join
+//! together after one batched prefill, see `prefill`) and leave as soon as they finish or are cancelled. Every sequence samples with its
 //! own seeded generator, so its tokens do not depend on what else is in the batch.
+mod prefill;
 mod request;
 mod state;
 
@@ -9,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use rand::SeedableRng;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 pub use request::{CapturePoint, CaptureSpec, CapturedStates, Prefix, SequenceOutput, SequenceRequest};
 use state::Active;
@@ -165,18 +166,59 @@ impl<'a> Engine<'a> {
     }
 
     fn admit(&mut self, events: &mut Vec<EngineEvent>) {
-        let mut joined = Vec::new();
+        let admitted = self.pop_admissible();
+        if admitted.is_empty() {
+            return;
+        }
+        let mut caches = vec![std::mem::replace(&mut self.cache, self.net.new_cache())];
+        let rows: Vec<prefill::Row> = admitted.iter().map(|seq| prefill::Row { seq, tokens: &seq.request.prompt }).collect();
+        let groups = prefill::groups(&rows);
+        drop(rows);
+        let mut admitted = admitted.into_iter();
+        for group in groups {
+            let mut seqs: Vec<Active> = admitted.by_ref().take(group.len()).collect();
+            let rows: Vec<prefill::Row> = seqs.iter().map(|seq| prefill::Row { seq, tokens: &seq.request.prompt }).collect();
+            let mut layers: Vec<usize> = seqs.iter().flat_map(|a| a.captures.layers()).collect();
+            layers.sort_unstable();
+            layers.dedup();
+            let out = prefill::run(self.net, &rows, &layers);
+            drop(rows);
+            let mut kept = Vec::new();
+            for (i, mut a) in seqs.drain(..).enumerate() {
+                let row = i as i64;
+                a.captures.record_prompt(&out.row_states(&a.captures.layers(), row));
+                self.push_token(&mut a, &out.logits.get(row), events);
+                if a.is_finished() {
+                    self.finish_alone(a, out.cache.select(&[row]), events);
+                } else {
+                    kept.push(row);
+                    self.active.push(a);
+                }
+            }
+            if kept.len() == group.len() {
+                caches.push(out.cache);
+            } else if !kept.is_empty() {
+                caches.push(out.cache.select(&kept));
+            }
+        }
+        caches.retain(|c| !c.is_empty());
+        self.cache = KvCache::merge(caches);
+    }
+
+    /// Takes waiting sequences from the front of the queue while the batch has room for them.
+    fn pop_admissible(&mut self) -> Vec<Active> {
+        let mut admitted: Vec<Active> = Vec::new();
         while let Some((_, req, _)) = self.waiting.front() {
-            // Sequences admitted earlier in this loop are in `joined`, not yet in `active`: they
-            // count against both limits too (without this, one step admitted the whole queue).
-            let joined_reserved: usize = joined.iter().map(|(a, _): &(Active, KvCache)| a.reserved).sum();
-            let fits_tokens = self.reserved() + joined_reserved + req.reserved_positions() <= self.config.max_batch_tokens;
-            if self.active.len() + joined.len() >= self.config.max_batch_size || !fits_tokens {
+            // Sequences admitted earlier in this loop are not yet in `active`: they count
+            // against both limits too (without this, one step admitted the whole queue).
+            let reserved = self.reserved() + admitted.iter().map(|a| a.reserved).sum::<usize>();
+            let fits_tokens = reserved + req.reserved_positions() <= self.config.max_batch_tokens;
+            if self.active.len() + admitted.len() >= self.config.max_batch_size || !fits_tokens {
                 break;
             }
             let Some((id, req, queued_at)) = self.waiting.pop_front() else { break };
             let prefix_len = req.prefix.as_ref().map_or(0, Prefix::len);
-            let mut active = Active {
+            admitted.push(Active {
                 id,
                 reserved: req.reserved_positions(),
                 rng: rand::rngs::StdRng::seed_from_u64(req.params.seed),
@@ -188,55 +230,9 @@ impl<'a> Engine<'a> {
                 started: queued_at,
                 first_token: None,
                 request: req,
-            };
-            let layers = active.captures.layers();
-            let (cache, logits, states) = self.prefill(&active, &active.request.prompt, &layers);
-            active.captures.record_prompt(&states);
-            self.push_token(&mut active, &logits, events);
-            if active.is_finished() {
-                self.finish_alone(active, cache, events);
-            } else {
-                joined.push((active, cache));
-            }
+            });
         }
-        if !joined.is_empty() {
-            let mut caches = vec![std::mem::replace(&mut self.cache, self.net.new_cache())];
-            for (active, cache) in joined {
-                self.active.push(active);
-                caches.push(cache);
-            }
-            caches.retain(|c| !c.is_empty());
-            self.cache = KvCache::merge(caches);
-        }
-    }
-
-    /// Runs `tokens` after the sequence's prefix from scratch; returns its cache, the logits
-    /// of the last position and the requested states there.
-    fn prefill(&self, a: &Active, tokens: &[u32], layers: &[usize]) -> (KvCache, Tensor, Vec<Tensor>) {
-        let net = self.net;
-        let device = net.device();
-        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
-        let mut embeds = net.embed(&Tensor::from_slice(&ids).to_device(device).unsqueeze(0));
-        let (mut cache, start) = match &a.request.prefix {
-            Some(Prefix::Embeddings(p)) => {
-                embeds = Tensor::cat(&[p.to_device(device).to_kind(net.kind()).unsqueeze(0), embeds], 1);
-                (net.new_cache(), 0)
-            }
-            Some(Prefix::KeyValues(kv)) => {
-                let kv = kv
-                    .iter()
-                    .map(|(k, v)| (k.to_device(device).to_kind(net.kind()).unsqueeze(0), v.to_device(device).to_kind(net.kind()).unsqueeze(0)))
-                    .collect();
-                (KvCache::with_prefix(kv), a.request.prefix.as_ref().map_or(0, Prefix::len))
-            }
-            None => (net.new_cache(), 0),
-        };
-        let len = embeds.size()[1];
-        let positions = Tensor::arange_start(start, start + len, (Kind::Int64, device)).unsqueeze(0);
-        let (hidden, states) = net.forward_embeds(&embeds, &positions, &mut cache, layers);
-        let last = |t: &Tensor| t.select(1, -1).squeeze_dim(0);
-        let logits = net.logits(&last(&hidden));
-        (cache, logits, states.iter().map(last).collect())
+        admitted
     }
 
     /// Samples the next token of `a` from its logits `[vocab]` and reports it.
@@ -266,10 +262,11 @@ impl<'a> Engine<'a> {
             let mut a = self.take_row(i);
             let all: Vec<u32> = a.request.prompt.iter().chain(&a.tokens).copied().collect();
             let layers = a.captures.generated_layers();
-            let (cache, logits, states) = self.prefill(&a, &all, &layers);
-            a.captures.record_generated(&states);
+            let out = prefill::run(self.net, &[prefill::Row { seq: &a, tokens: &all }], &layers);
+            a.captures.record_generated(&out.row_states(&layers, 0));
             a.next_position += 1;
-            self.push_token(&mut a, &logits, events);
+            self.push_token(&mut a, &out.logits.get(0), events);
+            let cache = out.cache;
             if a.is_finished() {
                 self.finish_alone(a, cache, events);
             } else {
