@@ -57,18 +57,24 @@ impl Prefilled {
     }
 }
 
-/// Splits `rows` into consecutive groups prefilled together: a key/value prefix starts a cache
-/// of its own, so such rows go alone; a group stops before it exceeds `MAX_PREFILL_POSITIONS` or
-/// before padding would be more than half of its positions (a long prompt among short ones).
+/// Splits `rows` into consecutive groups prefilled together (see `ranges`).
 pub(super) fn groups(rows: &[Row]) -> Vec<Range<usize>> {
+    ranges(&rows.iter().map(|r| (r.len(), r.has_key_value_prefix())).collect::<Vec<_>>())
+}
+
+/// Consecutive groups of rows given as (positions, alone): a row marked alone (a key/value
+/// prefix starts a cache of its own) is a group by itself; a group stops before it exceeds
+/// `MAX_PREFILL_POSITIONS` padded positions or before padding would be more than half of them
+/// (a long prompt among short ones).
+fn ranges(rows: &[(usize, bool)]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < rows.len() {
         let mut end = start + 1;
-        if !rows[start].has_key_value_prefix() {
-            let (mut longest, mut real) = (rows[start].len(), rows[start].len());
-            while let Some(next) = rows.get(end).filter(|r| !r.has_key_value_prefix()) {
-                let (l, r) = (longest.max(next.len()), real + next.len());
+        if !rows[start].1 {
+            let (mut longest, mut real) = (rows[start].0, rows[start].0);
+            while let Some(&(len, _)) = rows.get(end).filter(|r| !r.1) {
+                let (l, r) = (longest.max(len), real + len);
                 let padded = l * (end + 1 - start);
                 if padded > MAX_PREFILL_POSITIONS || padded > 2 * r {
                     break;
@@ -121,4 +127,49 @@ pub(super) fn run(net: &Transformer, rows: &[Row], layers: &[usize]) -> Prefille
 
 fn to_net(net: &Transformer, t: &Tensor) -> Tensor {
     t.to_device(net.device()).to_kind(net.kind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain(lens: &[usize]) -> Vec<(usize, bool)> {
+        lens.iter().map(|&l| (l, false)).collect()
+    }
+
+    #[test]
+    fn similar_prompts_go_together() {
+        assert_eq!(ranges(&plain(&[30, 32, 31, 40, 35])), vec![0..5]);
+        assert_eq!(ranges(&plain(&[7])), vec![0..1]);
+        assert!(ranges(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_long_prompt_among_short_ones_starts_a_group() {
+        // [10, 10, 100]: 300 padded positions for 120 real ones.
+        assert_eq!(ranges(&plain(&[10, 10, 100, 90])), vec![0..2, 2..4]);
+        // At most half of the positions padding: [20, 20, 50] is 150 padded for 90 real ones.
+        assert_eq!(ranges(&plain(&[20, 20, 50])), vec![0..3]);
+        assert_eq!(ranges(&plain(&[10, 10, 50])), vec![0..2, 2..3]);
+        // Two rows never pad more than half.
+        assert_eq!(ranges(&plain(&[1, 100])), vec![0..2]);
+    }
+
+    #[test]
+    fn key_value_prefixes_go_alone() {
+        let rows = [(5, false), (5, true), (5, false), (5, false), (5, true)];
+        assert_eq!(ranges(&rows), vec![0..1, 1..2, 2..4, 4..5]);
+    }
+
+    #[test]
+    fn groups_stay_within_the_position_cap() {
+        let rows = plain(&[1000; 10]);
+        let got = ranges(&rows);
+        assert_eq!(got, vec![0..4, 4..8, 8..10]);
+        for g in &got {
+            assert!(g.len() * 1000 <= MAX_PREFILL_POSITIONS);
+        }
+        // A prompt longer than the cap still runs, alone.
+        assert_eq!(ranges(&plain(&[5000, 10])), vec![0..1, 1..2]);
+    }
 }
