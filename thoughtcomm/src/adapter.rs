@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
+use crate::adapter_train::AdapterObjective;
 use crate::autoencoder::Dense;
 use crate::checkpoint::{config_path, mismatch, read_json, write_json};
 use crate::error::{Result, ThoughtError};
@@ -67,6 +68,9 @@ struct AdapterMeta {
     latent_std: Vec<f32>,
     seed: u64,
     step: u64,
+    /// None before the first step (and in checkpoints written before this field existed).
+    #[serde(default)]
+    objective: Option<AdapterObjective>,
 }
 
 #[derive(Debug)]
@@ -81,6 +85,8 @@ pub struct PrefixAdapter {
     config: AdapterConfig,
     seed: u64,
     pub(crate) step: u64,
+    /// The objective its steps so far trained with: a resume must use the same one.
+    pub(crate) objective: Option<AdapterObjective>,
     pub(crate) adam: Adam,
 }
 
@@ -123,7 +129,7 @@ impl PrefixAdapter {
         let adam = Adam::new(&vs);
         let latent_mean = Tensor::from_slice(&mean).to_device(device);
         let latent_std = Tensor::from_slice(&std).to_device(device);
-        Ok(Self { vs, hidden, out, agreement, latent_mean, latent_std, config, seed, step: 0, adam })
+        Ok(Self { vs, hidden, out, agreement, latent_mean, latent_std, config, seed, step: 0, objective: None, adam })
     }
 
     pub fn config(&self) -> &AdapterConfig {
@@ -137,6 +143,11 @@ impl PrefixAdapter {
     /// Optimizer steps taken so far.
     pub fn step(&self) -> u64 {
         self.step
+    }
+
+    /// The objective it was trained with (None before its first step).
+    pub fn objective(&self) -> Option<AdapterObjective> {
+        self.objective
     }
 
     pub(crate) fn seed(&self) -> u64 {
@@ -191,6 +202,7 @@ impl PrefixAdapter {
             latent_std: to_vec(&self.latent_std)?,
             seed: self.seed,
             step: self.step,
+            objective: self.objective,
         };
         write_json(&config_path(weights), &meta)
     }
@@ -211,6 +223,7 @@ impl PrefixAdapter {
         let mut adapter = Self::build(meta.config, meta.latent_mean, meta.latent_std, meta.seed, device)?;
         adapter.adam = load_trainable(&adapter.vs, weights)?;
         adapter.step = meta.step;
+        adapter.objective = meta.objective;
         Ok(adapter)
     }
 }

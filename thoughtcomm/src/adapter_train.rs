@@ -106,6 +106,7 @@ pub fn sample_references(
     mut on_example: impl FnMut(usize),
 ) -> Result<()> {
     config.validate()?;
+    check_objective(adapter, config)?;
     let AdapterObjective::Sampled { tokens, temperature } = config.objective else {
         return Err(ThoughtError::Config("sampled references are for the sampled objective (reading (b))".into()));
     };
@@ -196,6 +197,17 @@ pub fn adapter_loss(
     Ok((total, parts))
 }
 
+/// Refuses to resume an adapter with another objective than the one its steps so far used.
+pub fn check_objective(adapter: &PrefixAdapter, config: &AdapterTrainConfig) -> Result<()> {
+    match adapter.objective {
+        Some(trained) if trained != config.objective => Err(ThoughtError::Config(format!(
+            "the adapter's {} steps so far trained with objective {trained:?}; resuming with {:?} would mix the two (use the same objective, or start a new adapter)",
+            adapter.step, config.objective
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `config.steps` more Adam steps on `examples` (each step draws `batch_size` examples from the
 /// adapter's seed and step number, so a resumed run sees what it would have seen). `on_step`
 /// gets the step number and its mean loss.
@@ -211,6 +223,10 @@ pub fn train_adapter(
         return Err(ThoughtError::Empty("no adapter training examples (a debate needs at least 2 rounds)".into()));
     }
     config.validate()?;
+    if config.steps > 0 {
+        check_objective(adapter, config)?;
+        adapter.objective = Some(config.objective);
+    }
     let embeddings = lm.input_embeddings();
     let start = Instant::now();
     let (mut first, mut last) = (None, AdapterLoss::default());

@@ -154,6 +154,18 @@ fn checkpoints_round_trip_and_resume_exactly() {
     let d = (resumed.prefix_for(&plan, &z, 0, None).unwrap() - straight.prefix_for(&plan, &z, 0, None).unwrap()).abs().max();
     assert!(d.double_value(&[]) < 1e-6, "resumed training differs from uninterrupted by {}", d.double_value(&[]));
 
+    // The checkpoint records the objective; resuming with the other reading is refused (before
+    // any sampling), and the adapter is left as it was.
+    assert_eq!(resumed.objective(), Some(AdapterObjective::Recorded));
+    assert_eq!(PrefixAdapter::load(&path, Device::Cpu).unwrap().objective(), Some(AdapterObjective::Recorded));
+    let other = AdapterTrainConfig { objective: AdapterObjective::Sampled { tokens: 4, temperature: 1.0 }, ..config.clone() };
+    let err = train_adapter(&lm, &mut resumed, &plan, &ex, &other, |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("trained with objective Recorded") && err.contains("Sampled"), "{err}");
+    let err = sample_references(&lm, &resumed, &mut examples(), &other, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("trained with objective Recorded"), "{err}");
+    assert_eq!(resumed.step(), 12);
+    assert_eq!(new().objective(), None, "a fresh adapter has no objective yet");
+
     // A file of another shape is refused, naming the tensor.
     std::fs::write(dir.path().join("adapter.json"), std::fs::read_to_string(dir.path().join("adapter.json")).unwrap().replace("\"width\": 16", "\"width\": 15")).unwrap();
     let err = PrefixAdapter::load(&path, Device::Cpu).unwrap_err().to_string();
