@@ -94,7 +94,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 
 pub fn markdown(runs: &[RunSummary]) -> anyhow::Result<String> {
     let mut md = String::from(
-        "| run | setup | n | accuracy | 95% CI | unparsable | consensus (last round) | tokens / problem | time / problem (s) | p vs first (McNemar) |\n\
+        "| run | setup | n | accuracy | 95% CI | unparsable | consensus (last round) | tokens / problem | latency / problem (s) | p vs first (McNemar) |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let base: Vec<(String, bool)> = runs[0].results.iter().map(|r| (r.id.clone(), r.correct)).collect();
