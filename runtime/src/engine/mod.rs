@@ -1,7 +1,8 @@
 //! Continuous batching: many sequences of different lengths decode together, one token each
 //! per step, sharing one padded KV cache. Sequences join between steps (those that join
-//! together after one batched prefill, see `prefill`) and leave as soon as they finish or are cancelled. Every sequence samples with its
-//! own seeded generator, so its tokens do not depend on what else is in the batch.
+//! together after one batched prefill, see `prefill`) and leave as soon as they finish or are
+//! cancelled. Every sequence samples with its own seeded generator, so its tokens do not depend
+//! on what else is in the batch.
 mod prefill;
 mod request;
 mod state;
@@ -171,20 +172,15 @@ impl<'a> Engine<'a> {
             return;
         }
         let mut caches = vec![std::mem::replace(&mut self.cache, self.net.new_cache())];
-        let rows: Vec<prefill::Row> = admitted.iter().map(|seq| prefill::Row { seq, tokens: &seq.request.prompt }).collect();
-        let groups = prefill::groups(&rows);
-        drop(rows);
+        let groups = prefill::groups(&admitted);
         let mut admitted = admitted.into_iter();
         for group in groups {
-            let mut seqs: Vec<Active> = admitted.by_ref().take(group.len()).collect();
+            let seqs: Vec<Active> = admitted.by_ref().take(group.len()).collect();
             let rows: Vec<prefill::Row> = seqs.iter().map(|seq| prefill::Row { seq, tokens: &seq.request.prompt }).collect();
-            let mut layers: Vec<usize> = seqs.iter().flat_map(|a| a.captures.layers()).collect();
-            layers.sort_unstable();
-            layers.dedup();
+            let layers = state::union_of_prompt_layers(seqs.iter());
             let out = prefill::run(self.net, &rows, &layers);
-            drop(rows);
             let mut kept = Vec::new();
-            for (i, mut a) in seqs.drain(..).enumerate() {
+            for (i, mut a) in seqs.into_iter().enumerate() {
                 let row = i as i64;
                 a.captures.record_prompt(&out.row_states(&a.captures.layers(), row));
                 self.push_token(&mut a, &out.logits.get(row), events);

@@ -57,9 +57,11 @@ impl Prefilled {
     }
 }
 
-/// Splits `rows` into consecutive groups prefilled together (see `ranges`).
-pub(super) fn groups(rows: &[Row]) -> Vec<Range<usize>> {
-    ranges(&rows.iter().map(|r| (r.len(), r.has_key_value_prefix())).collect::<Vec<_>>())
+/// Splits sequences joining the batch (their prompts to run) into consecutive groups
+/// prefilled together (see `ranges`).
+pub(super) fn groups(seqs: &[Active]) -> Vec<Range<usize>> {
+    let rows = seqs.iter().map(|seq| Row { seq, tokens: &seq.request.prompt });
+    ranges(&rows.map(|r| (r.len(), r.has_key_value_prefix())).collect::<Vec<_>>())
 }
 
 /// Consecutive groups of rows given as (positions, alone): a row marked alone (a key/value

@@ -192,7 +192,16 @@ pub(super) fn step_inputs<'s>(net: &Transformer, seqs: impl Iterator<Item = &'s 
 
 /// The sorted union of the layers that `seqs` capture at generated tokens.
 pub(super) fn union_of_generated_layers<'s>(seqs: impl Iterator<Item = &'s Active>) -> Vec<usize> {
-    let mut layers: Vec<usize> = seqs.flat_map(|a| a.captures.generated_layers()).collect();
+    union_of_layers(seqs, Captures::generated_layers)
+}
+
+/// The sorted union of the layers that `seqs` capture at the last prompt token.
+pub(super) fn union_of_prompt_layers<'s>(seqs: impl Iterator<Item = &'s Active>) -> Vec<usize> {
+    union_of_layers(seqs, Captures::layers)
+}
+
+fn union_of_layers<'s>(seqs: impl Iterator<Item = &'s Active>, layers_of: fn(&Captures) -> Vec<usize>) -> Vec<usize> {
+    let mut layers: Vec<usize> = seqs.flat_map(|a| layers_of(&a.captures)).collect();
     layers.sort_unstable();
     layers.dedup();
     layers
