@@ -48,6 +48,13 @@ pub struct AgentConfig {
     pub role: String,
     pub temperature: f64,
     pub top_p: f64,
+    /// The compute dtype the runtime reported for the model (f32, bf16, f16): it changes the
+    /// numbers, so a rerun must match it. Absent where the runtime did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<String>,
+    /// How the runtime stores the model's weights (dense, int8), for the same reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 /// Everything that defines a run (written to config.json; a rerun must match it).

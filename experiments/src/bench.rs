@@ -59,6 +59,10 @@ pub struct ModelChoice {
     /// Compute dtype of this engine: auto (f32 on CPU, bf16 on CUDA), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
+    /// How this engine stores the projections' weights: dense (in --dtype) or int8 (per-row
+    /// scales, weight-only; CPU only).
+    #[arg(long, default_value = "dense")]
+    pub weights: String,
 }
 
 fn set_omp_policy(cmd: &mut Command, policy: &str) {

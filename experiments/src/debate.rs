@@ -1,6 +1,6 @@
 //! `tcomm debate`: runs a debate mode over a dataset through the gRPC runtime (in-process by
 //! default, or `--runtime URL`), appending one result line per problem to `<out>/results.jsonl`.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use agents::answer::Grader;
@@ -114,6 +114,14 @@ pub struct DebateArgs {
     /// Device of the in-process runtime.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute dtype of the in-process runtime: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
+    /// bf16 on a CPU with AVX512-BF16 or AMX decodes large batches several times faster than f32.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// How the in-process runtime stores the weights: dense (in --dtype) or int8 (weight-only,
+    /// per-row scales; CPU only).
+    #[arg(long, default_value = "dense")]
+    pub weights: String,
     /// thoughtcomm: the trained thought pipeline folder (from `tcomm train`); with --runtime, a
     /// path on the server's machine.
     #[arg(long)]
@@ -133,7 +141,8 @@ pub struct DebateArgs {
 }
 
 impl DebateArgs {
-    fn config(&self, num_layers: Option<u32>) -> anyhow::Result<DebateConfig> {
+    /// `formats`: the compute dtype and weight format the runtime reported per model name.
+    fn config(&self, num_layers: Option<u32>, formats: &HashMap<String, (String, String)>) -> anyhow::Result<DebateConfig> {
         let (mode, agents, rounds) = match self.mode {
             ModeArg::Single => (Mode::Single, 1, 1),
             ModeArg::SelfConsistency => (Mode::SelfConsistency, self.agents, 1),
@@ -174,11 +183,17 @@ impl DebateArgs {
         };
         let temperature = self.temperature.unwrap_or(if agents == 1 && rounds == 1 { 0.0 } else { 0.7 });
         let agents = (0..agents)
-            .map(|i| AgentConfig {
-                model: self.models[i % self.models.len()].clone(),
-                role: roles[i % roles.len()].clone(),
-                temperature,
-                top_p: self.top_p,
+            .map(|i| {
+                let model = self.models[i % self.models.len()].clone();
+                let (dtype, weights) = formats.get(&model).cloned().unzip();
+                AgentConfig {
+                    dtype,
+                    weights,
+                    model,
+                    role: roles[i % roles.len()].clone(),
+                    temperature,
+                    top_p: self.top_p,
+                }
             })
             .collect();
         let (dataset, split, grader) = match &self.jsonl {
@@ -248,13 +263,22 @@ pub fn run(args: DebateArgs) -> anyhow::Result<()> {
         let (url, server) = match &args.runtime {
             Some(url) => (url.clone(), None),
             None => {
-                let (url, server) = crate::inprocess::start(&models, &args.device).await?;
+                let (url, server) = crate::inprocess::start(&models, &args.device, &args.dtype, &args.weights).await?;
                 (url, Some(server))
             }
         };
         let mut client = proto::client::RuntimeClient::connect(&url, args.runtime_token.as_deref()).await?;
-        let num_layers = client.model_info(&models[0]).await?.map(|m| m.num_layers.max(0) as u32);
-        let config = args.config(num_layers)?;
+        let mut formats = HashMap::new();
+        let mut num_layers = None;
+        for (i, name) in models.iter().enumerate() {
+            if let Some(info) = client.model_info(name).await? {
+                if i == 0 {
+                    num_layers = Some(info.num_layers.max(0) as u32);
+                }
+                formats.insert(name.clone(), (info.dtype, info.weights));
+            }
+        }
+        let config = args.config(num_layers, &formats)?;
         if let (Some(dir), Some(t)) = (&args.thoughts, &config.thoughts) {
             if client.thought_pipeline(&t.pipeline).await?.is_none() {
                 client.load_thought_pipeline(&t.pipeline, &dir.display().to_string()).await?;

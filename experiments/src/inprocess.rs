@@ -24,12 +24,13 @@ impl InProcessServer {
     }
 }
 
-/// Loads `models` on `device` and serves them on 127.0.0.1 (an ephemeral port); returns its URL.
-pub async fn start(models: &[String], device: &str) -> anyhow::Result<(String, InProcessServer)> {
+/// Loads `models` on `device` in `dtype` with `weights` and serves them on 127.0.0.1 (an ephemeral
+/// port); returns its URL.
+pub async fn start(models: &[String], device: &str, dtype: &str, weights: &str) -> anyhow::Result<(String, InProcessServer)> {
     let config = loopback_config(
         models
             .iter()
-            .map(|name| ModelConfig { device: device.to_string(), ..ModelConfig::new(name.clone()) })
+            .map(|name| ModelConfig { device: device.to_string(), dtype: dtype.to_string(), weights: weights.to_string(), ..ModelConfig::new(name.clone()) })
             .collect(),
     );
     let listener = bind_loopback().await?;

@@ -100,6 +100,9 @@ pub struct TrainAdapterArgs {
     /// Device of the frozen model.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute dtype of the frozen model: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
     /// The pipeline folder to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -145,7 +148,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let codes = ae.encode(&states)?;
     let plan = RoutingPlan::new(&structure, Routing::Routed);
     let device = runtime::device::parse_device(&args.device)?;
-    let kind = runtime::device::parse_kind("auto", device)?;
+    let kind = runtime::device::parse_kind(&args.dtype, device)?;
     let mut losses = BTreeMap::new();
     let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {

@@ -39,6 +39,9 @@ pub struct DebateSetup {
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Compute dtype: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
 }
 
 impl DebateSetup {
@@ -53,6 +56,7 @@ impl DebateSetup {
             ("--parallel", self.parallel.to_string()),
             ("--seed", self.seed.to_string()),
             ("--device", self.device.clone()),
+            ("--dtype", self.dtype.clone()),
             ("--out", out.display().to_string()),
         ];
         pairs.extend(self.models.iter().map(|m| ("--model", m.clone())));
@@ -152,12 +156,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 /// `tcomm train-adapter` arguments for the states of `run`, the autoencoder in `ae`, into `out`,
-/// with the debate's seed and device and the given objective; the rest are its defaults.
+/// with the debate's seed, device and dtype and the given objective; the rest are its defaults.
 pub fn adapter_args(run: &Path, ae: &Path, out: &Path, setup: &DebateSetup, objective: &ObjectiveArgs) -> anyhow::Result<TrainAdapterArgs> {
     let mut args: TrainAdapterArgs =
         parse_words("train-adapter", words(&[("--run", run.display().to_string()), ("--ae", ae.display().to_string()), ("--out", out.display().to_string())]))?;
     args.objective = objective.clone();
     args.seed = setup.seed;
     args.device = setup.device.clone();
+    args.dtype = setup.dtype.clone();
     Ok(args)
 }

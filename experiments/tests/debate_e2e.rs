@@ -87,6 +87,8 @@ fn text_debate_runs_resumes_and_reports() {
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["mode"], "text");
     assert_eq!(config["agents"].as_array().map(Vec::len), Some(3));
+    // The dtype the runtime computed in is part of the run's identity (auto is f32 on the CPU).
+    assert_eq!(config["agents"][0]["dtype"], "f32");
 
     // Another config into the same folder is refused, naming what differs.
     let refused = tcomm().args(debate_args(&out, "1")).output().unwrap();

@@ -1,4 +1,4 @@
-//! Device and dtype selection: `cpu`, `cuda`, `cuda:N` or `auto`.
+//! Device, dtype and weight-format selection: `cpu`, `cuda`, `cuda:N` or `auto`.
 use tch::{Device, Kind};
 
 use crate::error::LoadError;
@@ -49,5 +49,33 @@ pub fn parse_kind(spec: &str, device: Device) -> Result<Kind, LoadError> {
         "bf16" | "bfloat16" => Ok(Kind::BFloat16),
         "f16" | "float16" | "half" => Ok(Kind::Half),
         other => Err(LoadError::Device(format!("bad dtype '{other}': expected auto, f32, bf16 or f16"))),
+    }
+}
+
+/// How the projections' weights are stored (`--weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// In the compute dtype.
+    Dense,
+    /// int8 with one scale per output row, dequantized inside libtorch's weight-only kernel
+    /// (CPU only).
+    Int8,
+}
+
+impl WeightFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Dense => "dense",
+            WeightFormat::Int8 => "int8",
+        }
+    }
+}
+
+/// Parses `--weights` (`dense`, `int8`).
+pub fn parse_weights(spec: &str) -> Result<WeightFormat, LoadError> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "dense" => Ok(WeightFormat::Dense),
+        "int8" => Ok(WeightFormat::Int8),
+        other => Err(LoadError::Device(format!("bad weight format '{other}': expected dense or int8"))),
     }
 }

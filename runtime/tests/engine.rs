@@ -27,6 +27,8 @@ mod logits;
 mod prefix;
 #[path = "engine/sampling.rs"]
 mod sampling;
+#[path = "engine/weights.rs"]
+mod weights;
 
 /// Largest absolute difference allowed between batched and single-sequence floats.
 pub const TOLERANCE: f64 = 1e-4;

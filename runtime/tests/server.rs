@@ -43,6 +43,8 @@ fn configs_parse_with_defaults_and_refuse_unknown_keys() {
     let check = |text: &str| ServerConfig::from_toml_str(text).expect("parses").validate().unwrap_err();
     assert!(check("[[models]]\nname = \"smollm2-135m\"\ndevice = \"tpu\"\n").contains("tpu"));
     assert!(check("[[models]]\nname = \"smollm2-135m\"\nmax_queue = 0\n").contains("max_queue"));
+    assert!(check("[[models]]\nname = \"smollm2-135m\"\nweights = \"int4\"\n").contains("int4"));
+    assert_eq!(config.models[0].weights, "dense");
     assert!(check("[[models]]\nname = \"no-such-model\"\n").contains("no-such-model"));
     assert!(check("bind = \"nonsense\"\n[[models]]\nname = \"smollm2-135m\"\n").contains("nonsense"));
     assert!(check("[[models]]\nname = \"smollm2-135m\"\n[[models]]\nname = \"smollm2-135m\"\n").contains("twice"));

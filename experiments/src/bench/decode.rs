@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use runtime::device::WeightFormat;
 use runtime::gguf::GgufFile;
 use runtime::loader::{self, ModelLocation};
 use runtime::tokenizer::TextTokenizer;
@@ -182,6 +183,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let device = runtime::device::parse_device(&args.model.device)?;
     let kind = runtime::device::parse_kind(&args.model.dtype, device)?;
+    let format = runtime::device::parse_weights(&args.model.weights)?;
 
     // Tokenizer and weight facts from the file header only; the workers load the network.
     let bar = spinner("reading the model header");
@@ -195,7 +197,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
             (
                 tokenizer,
                 Some(path),
-                Some(weight_info(&file, kind)),
+                Some(weight_info(&file, kind, format)),
                 architecture,
             )
         }
@@ -254,7 +256,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
             let mut cmd = Command::new(&exe);
             set_omp_policy(&mut cmd, &args.omp_wait_policy);
             cmd.args(["bench", "decode-worker", "--model", &args.model.model]);
-            cmd.args(["--device", &args.model.device, "--dtype", &args.model.dtype]);
+            cmd.args(["--device", &args.model.device, "--dtype", &args.model.dtype, "--weights", &args.model.weights]);
             cmd.args(&common);
             let r: SideResult =
                 run_json_worker(cmd).with_context(|| format!("this engine's run at batch {b}"))?;
@@ -416,7 +418,8 @@ fn make_prompts(
 /// Weight facts from the GGUF header: what the engine computes in, what it was dequantized
 /// from, and the bytes a batch-1 decode step must read (every tensor once at the compute dtype;
 /// the token embedding only when it doubles as the output head, since a row gather is negligible).
-fn weight_info(file: &GgufFile, kind: Kind) -> WeightInfo {
+/// With int8 weights every matrix is read at one byte per element (the per-row scales are noise).
+fn weight_info(file: &GgufFile, kind: Kind, format: WeightFormat) -> WeightInfo {
     let elem = kind.elt_size_in_bytes() as u64;
     let mut from = BTreeMap::new();
     let mut parameters = 0u64;
@@ -426,11 +429,15 @@ fn weight_info(file: &GgufFile, kind: Kind) -> WeightInfo {
         *from.entry(t.ggml_type.name().to_string()).or_insert(0) += 1;
         parameters += t.n_elements();
         if t.name != "token_embd.weight" || tied {
-            read += t.n_elements() * elem;
+            let bytes = if format == WeightFormat::Int8 && t.dims.len() == 2 { 1 } else { elem };
+            read += t.n_elements() * bytes;
         }
     }
     WeightInfo {
-        format: kind_name(kind).to_string(),
+        format: match format {
+            WeightFormat::Dense => kind_name(kind).to_string(),
+            WeightFormat::Int8 => format!("int8 weights (per-row scales), {} compute", kind_name(kind)),
+        },
         dequantized_from: from,
         parameters,
         bytes_per_token: read,

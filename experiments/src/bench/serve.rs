@@ -12,7 +12,7 @@ use clap::Args;
 use proto::client::{prompt_request, RuntimeClient};
 use runtime::engine::{Engine, SequenceRequest};
 use runtime::generate::SamplingParams;
-use runtime::loader::{self, Model};
+use runtime::loader::Model;
 use runtime::server::{convert, pb, ModelConfig};
 use runtime::tokenizer::ChatMessage;
 use serde::Serialize;
@@ -166,15 +166,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ModelConfig {
         device: args.model.device.clone(),
         dtype: args.model.dtype.clone(),
+        weights: args.model.weights.clone(),
         max_batch_size: args.max_batch_size,
         // Every request is in flight at once: none may be refused for a full queue.
         max_queue: (args.requests as usize).max(runtime::server::config::DEFAULT_MAX_QUEUE),
         ..ModelConfig::new(args.model.model.clone())
     };
-    let (device, kind) = config.device_and_kind()?;
     let bar = spinner(&format!("loading {}", config.name));
     let start = Instant::now();
-    let model = loader::load(&config.name, device, kind)?;
+    let model = config.load_model()?;
+    let kind = model.network.kind();
     let load_s = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let architecture = model.network.spec().architecture.clone();

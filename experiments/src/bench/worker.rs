@@ -44,7 +44,9 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let device = runtime::device::parse_device(&args.model.device)?;
     let kind = runtime::device::parse_kind(&args.model.dtype, device)?;
     let start = Instant::now();
-    let model = loader::load(&args.model.model, device, kind)?;
+    let format = runtime::device::parse_weights(&args.model.weights)?;
+    let mut model = loader::load(&args.model.model, device, kind)?;
+    model.network.store_weights(format)?;
     let load_s = start.elapsed().as_secs_f64();
     let net = &model.network;
 
@@ -282,10 +284,7 @@ fn synthetic_profile(net: &Transformer, b: i64, t_cache: i64) {
         s.num_layers,
     );
     let opts = (kind, device);
-    let lin = |o: i64, i: i64, k: Kind| Linear {
-        weight: (Tensor::randn([o, i], (Kind::Float, device)) * 0.02).to_kind(k),
-        bias: None,
-    };
+    let lin = |o: i64, i: i64, k: Kind| Linear::dense((Tensor::randn([o, i], (Kind::Float, device)) * 0.02).to_kind(k), None);
     let layers_of = |k: Kind| -> Vec<SynthLayer> {
         (0..l)
             .map(|_| SynthLayer {

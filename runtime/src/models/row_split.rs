@@ -75,11 +75,10 @@ impl ThreadControls {
     }
 }
 
-/// `x`, a block of weight rows and its bias: one worker's share of a projection.
+/// `x` and a block of a projection's rows: one worker's share of a projection.
 struct Job {
     x: Tensor,
-    weight: Tensor,
-    bias: Option<Tensor>,
+    rows: Linear,
 }
 
 struct Worker {
@@ -140,22 +139,15 @@ impl RowSplit {
         let out = layer.weight.size()[0];
         let parts = workers.len() as i64 + 1;
         let block = (out + parts - 1) / parts;
-        let slice = |i: i64| {
-            let (start, len) = (i * block, block.min(out - i * block));
-            (layer.weight.narrow(0, start, len), layer.bias.as_ref().map(|b| b.narrow(0, start, len)))
-        };
+        let slice = |i: i64| layer.rows(i * block, block.min(out - i * block));
         for (i, w) in workers.iter().enumerate() {
-            let (weight, bias) = slice(i as i64 + 1);
             // A worker that died (its channel closed) leaves its block to the caller below.
-            let _ = w.jobs.send(Job { x: x.shallow_clone(), weight, bias });
+            let _ = w.jobs.send(Job { x: x.shallow_clone(), rows: slice(i as i64 + 1) });
         }
-        let (weight, bias) = slice(0);
-        let mut outputs = vec![self.controls.single_threaded(|| x.linear(&weight, bias.as_ref()))];
+        let first = slice(0);
+        let mut outputs = vec![self.controls.single_threaded(|| first.forward(x))];
         for (i, w) in workers.iter().enumerate() {
-            let result = recv_spinning(&w.results).unwrap_or_else(|_| {
-                let (weight, bias) = slice(i as i64 + 1);
-                x.linear(&weight, bias.as_ref())
-            });
+            let result = recv_spinning(&w.results).unwrap_or_else(|_| slice(i as i64 + 1).forward(x));
             outputs.push(result);
         }
         Tensor::cat(&outputs, -1)
@@ -173,7 +165,7 @@ fn spawn_worker(controls: ThreadControls) -> Worker {
             let _guard = tch::no_grad_guard();
             controls.single_threaded(|| {
                 while let Ok(job) = recv_spinning(&job_rx) {
-                    if result_tx.send(job.x.linear(&job.weight, job.bias.as_ref())).is_err() {
+                    if result_tx.send(job.rows.forward(&job.x)).is_err() {
                         break;
                     }
                 }

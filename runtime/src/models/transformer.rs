@@ -7,6 +7,7 @@ use super::kv_cache::KvCache;
 use super::layers::{attention_mask, Linear, Mlp, RmsNorm, Rope};
 use super::row_split::RowSplit;
 use super::spec::{ModelSpec, NormPlacement, NormStyle};
+use crate::device::WeightFormat;
 use crate::error::LoadError;
 use crate::weights::Weights;
 
@@ -52,10 +53,10 @@ impl Transformer {
             Ok(RmsNorm::new(w.place(weight), spec.rms_eps, spec.norm_style))
         };
         let linear = |name: &str, out: i64, inp: i64, bias: bool| -> Result<Linear, LoadError> {
-            Ok(Linear {
-                weight: w.get(&format!("{name}.weight"), &[out, inp])?,
-                bias: if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None },
-            })
+            Ok(Linear::dense(
+                w.get(&format!("{name}.weight"), &[out, inp])?,
+                if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None },
+            ))
         };
         let embed = w.get("model.embed_tokens.weight", &[spec.vocab_size, h])?;
         let mut layers = Vec::with_capacity(spec.num_layers as usize);
@@ -116,8 +117,37 @@ impl Transformer {
         }
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let row_split = if w.device() == tch::Device::Cpu { RowSplit::new(threads) } else { None };
-        let lm_head = Linear { weight: lm_head, bias: None };
+        let lm_head = Linear::dense(lm_head, None);
         Ok(Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes, row_split })
+    }
+
+    /// Stores every projection (the layers' and the output head; the token embedding stays a
+    /// dense lookup table) in `format`. int8 runs on the CPU only (libtorch's weight-only kernel;
+    /// its inputs are bf16, so f32 activations are converted around each projection).
+    pub fn store_weights(&mut self, format: WeightFormat) -> Result<(), LoadError> {
+        if format == WeightFormat::Dense {
+            return Ok(());
+        }
+        if self.device() != tch::Device::Cpu {
+            return Err(LoadError::Device(format!("--weights int8 runs on the CPU only (this model is on {:?})", self.device())));
+        }
+        let _no_grad = tch::no_grad_guard();
+        for layer in &mut self.layers {
+            for linear in [&mut layer.attn.qkv, &mut layer.attn.o, &mut layer.mlp.gate_up, &mut layer.mlp.down] {
+                *linear = linear.to_int8();
+            }
+        }
+        self.lm_head = self.lm_head.to_int8();
+        Ok(())
+    }
+
+    /// How the projections are stored now.
+    pub fn weight_format(&self) -> WeightFormat {
+        if self.lm_head.scales.is_some() {
+            WeightFormat::Int8
+        } else {
+            WeightFormat::Dense
+        }
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -268,7 +298,7 @@ impl Transformer {
 
     /// Logits `[.., vocab]` in f32 from final-normed hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
-        let logits = if transposed_head(hidden) {
+        let logits = if self.lm_head.scales.is_none() && transposed_head(hidden) {
             self.lm_head.weight.matmul(&hidden.tr()).tr()
         } else {
             self.project(&self.lm_head, hidden)

@@ -73,6 +73,9 @@ pub struct ModelConfig {
     /// auto (default: f32 on the CPU, bf16 on CUDA), f32, bf16 or f16.
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// dense (default) or int8: how the projections' weights are stored (see `WeightFormat`).
+    #[serde(default = "default_weights")]
+    pub weights: String,
     /// Most sequences decoded together in one step.
     #[serde(default = "default_max_batch_size")]
     pub max_batch_size: usize,
@@ -95,6 +98,9 @@ fn default_device() -> String {
 }
 fn default_dtype() -> String {
     "auto".to_string()
+}
+fn default_weights() -> String {
+    crate::device::WeightFormat::Dense.name().to_string()
 }
 fn default_max_batch_size() -> usize {
     DEFAULT_MAX_BATCH_SIZE
@@ -124,6 +130,7 @@ impl ModelConfig {
             name: name.into(),
             device: default_device(),
             dtype: default_dtype(),
+            weights: default_weights(),
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_queue: DEFAULT_MAX_QUEUE,
@@ -140,6 +147,15 @@ impl ModelConfig {
         Ok((device, crate::device::parse_kind(&self.dtype, device)?))
     }
 
+    /// Loads the model (blocking) on its device, in its dtype, with its weight format.
+    pub fn load_model(&self) -> Result<crate::loader::Model, LoadError> {
+        let (device, kind) = self.device_and_kind()?;
+        let format = crate::device::parse_weights(&self.weights)?;
+        let mut model = crate::loader::load(&self.name, device, kind)?;
+        model.network.store_weights(format)?;
+        Ok(model)
+    }
+
     /// Checks what can be checked without loading: limits, device and dtype syntax, and that the
     /// model argument points at something (a known, downloaded model, a file or a folder).
     pub fn validate(&self) -> Result<(), String> {
@@ -149,6 +165,7 @@ impl ModelConfig {
         }
         check_device_syntax(&self.device).map_err(|m| format!("model '{name}': {m}"))?;
         crate::device::parse_kind(&self.dtype, Device::Cpu).map_err(|e| format!("model '{name}': {e}"))?;
+        crate::device::parse_weights(&self.weights).map_err(|e| format!("model '{name}': {e}"))?;
         for (key, value) in [
             ("max_batch_size", self.max_batch_size),
             ("max_batch_tokens", self.max_batch_tokens),

@@ -22,6 +22,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::config::ModelConfig;
 use super::fair::FairQueue;
 use super::status::ServeError;
+use crate::device::WeightFormat;
 use crate::engine::{Engine, EngineConfig, EngineEvent, Prefix, SeqId, SequenceOutput, SequenceRequest};
 use crate::generate::GenerateError;
 use crate::loader::Model;
@@ -65,6 +66,7 @@ pub struct ModelHost {
     pub spec: ModelSpec,
     pub device: Device,
     pub kind: Kind,
+    pub weight_format: WeightFormat,
     pub tokenizer: Arc<TextTokenizer>,
     eos_token_ids: Vec<u32>,
     commands: Sender<Command>,
@@ -75,8 +77,7 @@ pub struct ModelHost {
 impl ModelHost {
     /// Loads the model of `config` (blocking) and starts its engine thread.
     pub fn load(config: ModelConfig) -> Result<Self, ServeError> {
-        let (device, kind) = config.device_and_kind()?;
-        let model = crate::loader::load(&config.name, device, kind)?;
+        let model = config.load_model()?;
         Self::start(config, model)
     }
 
@@ -84,7 +85,7 @@ impl ModelHost {
     pub fn start(config: ModelConfig, model: Model) -> Result<Self, ServeError> {
         let Model { source, network, tokenizer, .. } = model;
         let spec = network.spec().clone();
-        let (device, kind) = (network.device(), network.kind());
+        let (device, kind, weight_format) = (network.device(), network.kind(), network.weight_format());
         let eos_token_ids = tokenizer.eos_token_ids();
         let (commands, receiver) = crossbeam_channel::unbounded();
         let load = Arc::new(Load::default());
@@ -102,6 +103,7 @@ impl ModelHost {
             spec,
             device,
             kind,
+            weight_format,
             tokenizer,
             eos_token_ids,
             commands,

@@ -146,6 +146,7 @@ impl RuntimeState {
             queue_depth: host.queue_depth() as u32,
             active_sequences: host.active_sequences() as u32,
             eos_token_ids: host.eos_token_ids().to_vec(),
+            weights: host.weight_format.name().to_string(),
         }
     }
 
@@ -184,6 +185,7 @@ impl RuntimeState {
             name: req.name,
             device: or(req.device, "cpu"),
             dtype: or(req.dtype, "auto"),
+            weights: or(req.weights, "dense"),
             max_batch_size: if req.max_batch_size == 0 { DEFAULT_MAX_BATCH_SIZE } else { req.max_batch_size as usize },
             max_batch_tokens: if req.max_batch_tokens == 0 { DEFAULT_MAX_BATCH_TOKENS } else { req.max_batch_tokens as usize },
             max_queue: if req.max_queue == 0 { DEFAULT_MAX_QUEUE } else { req.max_queue as usize },

@@ -14,6 +14,7 @@ async fn load_model_at_runtime_and_stop_strings() {
     let path = path.to_str().expect("utf-8 path").to_string();
     let info = client.load_model(&path, "cpu", "auto").await.expect("LoadModel");
     assert_eq!((info.name.as_str(), info.device.as_str(), info.dtype.as_str()), (path.as_str(), "cpu", "f32"));
+    assert_eq!(info.weights, "dense");
     let names: Vec<String> = client.list_models().await.expect("ListModels").into_iter().map(|m| m.name).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&MODEL.to_string()) && names.contains(&path));
