@@ -54,8 +54,15 @@ impl RunSummary {
         accuracy_by_round.iter_mut().chain(consensus_by_round.iter_mut()).for_each(|x| *x /= n);
         let agents = config["agents"].as_array().map_or(0, Vec::len);
         let model = config["agents"][0]["model"].as_str().unwrap_or("?");
+        // The numerics, where the run recorded them: "qwen2.5-0.5b bf16", "... f32 int8".
+        let numerics: String = ["dtype", "weights"]
+            .iter()
+            .filter_map(|key| config["agents"][0][key].as_str())
+            .filter(|v| !v.is_empty() && *v != "dense")
+            .map(|v| format!(" {v}"))
+            .collect();
         let describe = format!(
-            "{} {}, {} agent(s), {} round(s), {model}",
+            "{} {}, {} agent(s), {} round(s), {model}{numerics}",
             config["mode"].as_str().unwrap_or("?"),
             config["dataset"].as_str().unwrap_or("?"),
             agents,
