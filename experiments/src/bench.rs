@@ -17,6 +17,7 @@ use indicatif::ProgressBar;
 use serde::Deserialize;
 use tch::Kind;
 
+pub use crate::infer::ModelArgs as ModelChoice;
 pub use worker::WorkerArgs;
 
 #[derive(Args)]
@@ -48,22 +49,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
-#[derive(Args, Clone)]
-pub struct ModelChoice {
-    /// A known model name (see `tcomm models`), a .gguf file or a Hugging Face checkpoint folder.
-    #[arg(long, short, default_value = runtime::registry::DEFAULT_MODEL, env = "TCOMM_MODEL")]
-    pub model: String,
-    /// cpu, cuda, cuda:N or auto (this engine's side; transformers runs on the CPU).
-    #[arg(long, default_value = "cpu", env = "TCOMM_DEVICE")]
-    pub device: String,
-    /// Compute dtype of this engine: auto (f32 on CPU, bf16 on CUDA), f32, bf16, f16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// How this engine stores the projections' weights: dense (in --dtype) or int8 (per-row
-    /// scales, weight-only; CPU only).
-    #[arg(long, default_value = "dense")]
-    pub weights: String,
-}
 
 fn set_omp_policy(cmd: &mut Command, policy: &str) {
     if policy != "inherit" {

@@ -7,24 +7,33 @@ use runtime::generate::{self, SamplingParams};
 use runtime::loader::{self, Model};
 use runtime::tokenizer::ChatMessage;
 
+/// Which model to load and how (shared by `logits`, `generate` and the benchmarks, where it is
+/// this engine's side: transformers always runs on the CPU in f32).
 #[derive(Args)]
 pub struct ModelArgs {
     /// A known model name (see `tcomm models`), a .gguf file or a Hugging Face checkpoint folder.
     #[arg(long, short, default_value = runtime::registry::DEFAULT_MODEL, env = "TCOMM_MODEL")]
-    model: String,
+    pub model: String,
     /// cpu, cuda, cuda:N or auto (CUDA when libtorch sees a GPU).
     #[arg(long, default_value = "cpu", env = "TCOMM_DEVICE")]
-    device: String,
+    pub device: String,
     /// Compute dtype: auto (f32 on CPU, bf16 on CUDA), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
-    dtype: String,
+    pub dtype: String,
+    /// How the projections' weights are stored: dense (in --dtype) or int8 (per-row scales,
+    /// weight-only; CPU only).
+    #[arg(long, default_value = "dense")]
+    pub weights: String,
 }
 
 impl ModelArgs {
-    fn load(&self) -> anyhow::Result<Model> {
+    pub fn load(&self) -> anyhow::Result<Model> {
         let device = runtime::device::parse_device(&self.device)?;
         let kind = runtime::device::parse_kind(&self.dtype, device)?;
-        Ok(loader::load(&self.model, device, kind)?)
+        let format = runtime::device::parse_weights(&self.weights)?;
+        let mut model = loader::load(&self.model, device, kind)?;
+        model.network.store_weights(format)?;
+        Ok(model)
     }
 }
 

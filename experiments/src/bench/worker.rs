@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::Args;
 use runtime::engine::{Engine, EngineConfig, EngineEvent, SequenceOutput, SequenceRequest};
 use runtime::generate::SamplingParams;
-use runtime::loader;
 use runtime::models::layers::{attention_mask, Linear, Mlp, RmsNorm, Rope};
 use runtime::models::spec::NormStyle;
 use runtime::models::Transformer;
@@ -41,12 +40,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.prompts_file.display()))?;
     let prompts: Vec<Vec<u32>> = serde_json::from_str(&text).context("parsing the prompts file")?;
     anyhow::ensure!(!prompts.is_empty(), "no prompts");
-    let device = runtime::device::parse_device(&args.model.device)?;
-    let kind = runtime::device::parse_kind(&args.model.dtype, device)?;
     let start = Instant::now();
-    let format = runtime::device::parse_weights(&args.model.weights)?;
-    let mut model = loader::load(&args.model.model, device, kind)?;
-    model.network.store_weights(format)?;
+    let model = args.model.load()?;
     let load_s = start.elapsed().as_secs_f64();
     let net = &model.network;
 
