@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use serde::Deserialize;
 use tch::Kind;
 
-pub use crate::infer::ModelArgs as ModelChoice;
+pub use crate::infer::ModelArgs;
 pub use worker::WorkerArgs;
 
 #[derive(Args)]
@@ -48,7 +48,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Ae(args) => ae::run(args),
     }
 }
-
 
 fn set_omp_policy(cmd: &mut Command, policy: &str) {
     if policy != "inherit" {

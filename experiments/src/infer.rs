@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Args;
 use runtime::engine::{Engine, EngineConfig, SequenceRequest};
 use runtime::generate::{self, SamplingParams};
-use runtime::loader::{self, Model};
+use runtime::loader::Model;
+use runtime::server::ModelConfig;
 use runtime::tokenizer::ChatMessage;
 
 /// Which model to load and how (shared by `logits`, `generate` and the benchmarks, where it is
@@ -28,12 +29,8 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<Model> {
-        let device = runtime::device::parse_device(&self.device)?;
-        let kind = runtime::device::parse_kind(&self.dtype, device)?;
-        let format = runtime::device::parse_weights(&self.weights)?;
-        let mut model = loader::load(&self.model, device, kind)?;
-        model.network.store_weights(format)?;
-        Ok(model)
+        let config = ModelConfig { device: self.device.clone(), dtype: self.dtype.clone(), weights: self.weights.clone(), ..ModelConfig::new(self.model.clone()) };
+        Ok(config.load_model()?)
     }
 }
 

@@ -22,7 +22,7 @@ use tch::{Kind, Tensor};
 mod table;
 
 use table::print_table;
-use super::{default_python, kind_name, load_average, run_json_worker, scripts_dir, set_omp_policy, spinner, ModelChoice};
+use super::{default_python, kind_name, load_average, run_json_worker, scripts_dir, set_omp_policy, spinner, ModelArgs};
 
 pub const LONG_ABOUT: &str = "\
 Decode speed of this engine against Hugging Face transformers (and llama.cpp), in one invocation.
@@ -64,7 +64,7 @@ All times in seconds, bandwidth in GB/s (1e9 bytes).";
 #[derive(Args)]
 pub struct DecodeArgs {
     #[command(flatten)]
-    model: ModelChoice,
+    model: ModelArgs,
     /// Batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,6,24")]
     batch: Vec<usize>,

@@ -18,7 +18,7 @@ use runtime::tokenizer::ChatMessage;
 use serde::Serialize;
 
 use super::worker::peak_rss_bytes;
-use super::{kind_name, load_average, mib, spinner, ModelChoice};
+use super::{kind_name, load_average, mib, spinner, ModelArgs};
 
 /// The overhead the runtime should stay within (1 - gRPC tokens/s over direct tokens/s).
 const OVERHEAD_TARGET: f64 = 0.05;
@@ -45,7 +45,7 @@ const MATH_PROMPTS: [&str; 12] = [
 #[derive(Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    model: ModelChoice,
+    model: ModelArgs,
     /// Agents created on the runtime; request i comes from agent i mod N.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=256))]
     agents: u32,

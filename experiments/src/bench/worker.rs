@@ -14,12 +14,12 @@ use runtime::models::Transformer;
 use tch::{Kind, Tensor};
 
 use super::decode::SideResult;
-use super::ModelChoice;
+use super::ModelArgs;
 
 #[derive(Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
-    model: ModelChoice,
+    model: ModelArgs,
     /// JSON list of token-id lists, one per sequence.
     #[arg(long)]
     prompts_file: std::path::PathBuf,

@@ -151,12 +151,8 @@ impl Linear {
                 let inp = shape.last().copied().unwrap_or(1);
                 // The kernel is vectorized for bf16/f16 inputs only (f32 inputs run ~10x slower),
                 // so f32 activations cross to bf16 and back around it (cheap at decode sizes).
-                let x2 = x.reshape([-1, inp]);
-                let y = if x.kind() == scales.kind() {
-                    x2.internal_weight_int8pack_mm(&self.weight, scales)
-                } else {
-                    x2.to_kind(scales.kind()).internal_weight_int8pack_mm(&self.weight, scales).to_kind(x.kind())
-                };
+                // (`to_kind` to the tensor's own kind is a no-op.)
+                let y = x.reshape([-1, inp]).to_kind(scales.kind()).internal_weight_int8pack_mm(&self.weight, scales).to_kind(x.kind());
                 if let Some(last) = shape.last_mut() {
                     *last = self.weight.size()[0];
                 }
@@ -179,7 +175,7 @@ impl Linear {
     }
 
     /// The same projection with int8 weights: symmetric, one scale per output row (absmax / 127),
-    /// as torchao's int8 weight-only scheme; relative error of a row's dot product ~0.5%.
+    /// as torchao's int8 weight-only scheme (on random matrices the outputs moved by under 1% of the largest).
     pub fn to_int8(&self) -> Linear {
         let w = self.weight.to_kind(Kind::Float);
         let scales = (w.abs().amax([1i64].as_slice(), false) / 127.0).clamp_min(1e-12);

@@ -124,9 +124,14 @@ impl Transformer {
     /// Stores every projection (the layers' and the output head; the token embedding stays a
     /// dense lookup table) in `format`. int8 runs on the CPU only (libtorch's weight-only kernel;
     /// its inputs are bf16, so f32 activations are converted around each projection).
+    /// Storing the format the model already has is a no-op (quantizing twice would lose the
+    /// scales); int8 weights cannot go back to dense.
     pub fn store_weights(&mut self, format: WeightFormat) -> Result<(), LoadError> {
-        if format == WeightFormat::Dense {
+        if format == self.weight_format() {
             return Ok(());
+        }
+        if format == WeightFormat::Dense {
+            return Err(LoadError::Device("int8 weights cannot be made dense again; reload the model".into()));
         }
         if self.device() != tch::Device::Cpu {
             return Err(LoadError::Device(format!("--weights int8 runs on the CPU only (this model is on {:?})", self.device())));
