@@ -57,9 +57,15 @@ pub struct AgentConfig {
     pub weights: Option<String>,
 }
 
+/// The version of `config.json` that this code writes. 1 (no `format` key): before the
+/// runtime reported each model's weight format, when every model was stored dense.
+pub const CONFIG_FORMAT: u32 = 2;
+
 /// Everything that defines a run (written to config.json; a rerun must match it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DebateConfig {
+    /// See [`CONFIG_FORMAT`]; lets a stored config be read as what it meant when it was written.
+    pub format: u32,
     pub mode: Mode,
     /// A dataset name (gsm8k, math, math500) or a user JSONL path.
     pub dataset: String,
@@ -82,6 +88,23 @@ impl DebateConfig {
     pub fn is_math(&self) -> bool {
         self.grader == Grader::Math
     }
+}
+
+/// Brings a stored config.json to [`CONFIG_FORMAT`], filling in only what was certain when it was
+/// written, so that a run started by older code still resumes. A format-1 agent without `weights`
+/// was dense: no other format existed. Newer configs are left as they are: there an absent field
+/// means the runtime did not say, which must not be guessed.
+pub fn upgrade_stored_config(config: &mut serde_json::Value) {
+    let Some(object) = config.as_object_mut() else { return };
+    if object.contains_key("format") {
+        return;
+    }
+    if let Some(agents) = object.get_mut("agents").and_then(|a| a.as_array_mut()) {
+        for agent in agents.iter_mut().filter_map(|a| a.as_object_mut()) {
+            agent.entry("weights").or_insert_with(|| "dense".into());
+        }
+    }
+    object.insert("format".into(), CONFIG_FORMAT.into());
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -105,10 +105,13 @@ impl RunWriter {
     }
 }
 
+/// Reads a run's config.json, brought to the current format (see `upgrade_stored_config`).
 pub fn read_config(dir: &Path) -> Result<serde_json::Value, RunError> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| io_err(&path, format!("invalid JSON: {e}")))
+    let mut config = serde_json::from_str(&text).map_err(|e| io_err(&path, format!("invalid JSON: {e}")))?;
+    crate::debate::upgrade_stored_config(&mut config);
+    Ok(config)
 }
 
 /// Reads a run's results (a last line cut off by a kill is ignored).
@@ -182,4 +185,48 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     file.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
     file.sync_all().map_err(|e| io_err(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(format: Option<u32>, weights: Option<&str>) -> serde_json::Value {
+        let mut agent = json!({"model": "m", "role": "", "temperature": 0.7, "top_p": 0.95, "dtype": "bf16"});
+        if let Some(w) = weights {
+            agent["weights"] = w.into();
+        }
+        let mut c = json!({"mode": "text", "limit": 10, "rounds": 2, "agents": [agent.clone(), agent]});
+        if let Some(f) = format {
+            c["format"] = f.into();
+        }
+        c
+    }
+
+    fn store(dir: &Path, config: &serde_json::Value) {
+        std::fs::write(dir.join(CONFIG_FILE), serde_json::to_vec(config).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_format_1_run_resumes_as_dense_and_only_as_dense() {
+        let current = |w| config(Some(crate::debate::CONFIG_FORMAT), Some(w));
+        let tmp = tempfile::tempdir().unwrap();
+        store(tmp.path(), &config(None, None));
+        assert!(RunWriter::open(tmp.path(), &current("int8")).is_err(), "format 1 meant dense, not int8");
+        let (_, done) = RunWriter::open(tmp.path(), &current("dense")).expect("format 1 without weights is dense");
+        assert!(done.is_empty());
+        // The rewritten config is the current format and names the weights.
+        assert_eq!(read_config(tmp.path()).unwrap(), current("dense"));
+    }
+
+    #[test]
+    fn a_current_config_without_weights_is_not_guessed() {
+        let tmp = tempfile::tempdir().unwrap();
+        store(tmp.path(), &config(Some(crate::debate::CONFIG_FORMAT), None));
+        match RunWriter::open(tmp.path(), &config(Some(crate::debate::CONFIG_FORMAT), Some("dense"))) {
+            Err(RunError::ConfigMismatch { keys, .. }) => assert_eq!(keys, "agents"),
+            other => panic!("expected a mismatch in agents, got {:?}", other.map(|(_, d)| d.len())),
+        }
+    }
 }

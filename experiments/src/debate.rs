@@ -210,6 +210,7 @@ impl DebateArgs {
             (true, None, None) => bail!("--save-states with --runtime needs --state-layer"),
         };
         Ok(DebateConfig {
+            format: agents::debate::CONFIG_FORMAT,
             mode,
             dataset,
             grader,
