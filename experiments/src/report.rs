@@ -154,6 +154,16 @@ fn plot(path: &Path, title: &str, names: &[&str], series: &[&Vec<f64>], png: boo
     result.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Horizontal offset of run `i` of `runs` around its round, so that runs with equal values
+/// (two runs at 19% in the same round) stay visible side by side instead of one hiding the other.
+fn dodge(i: usize, runs: usize) -> f64 {
+    const SPREAD: f64 = 0.2;
+    if runs < 2 {
+        return 0.0;
+    }
+    SPREAD * (i as f64 / (runs - 1) as f64 - 0.5)
+}
+
 /// A line per run over rounds, values in [0, 1] shown as percentages.
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
@@ -180,7 +190,8 @@ fn draw<DB: DrawingBackend>(
         .map_err(|e| e.to_string())?;
     for (i, (name, values)) in names.iter().zip(series).enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = values.iter().enumerate().map(|(r, v)| (r as f64 + 1.0, *v)).collect();
+        let x_shift = dodge(i, names.len());
+        let points: Vec<(f64, f64)> = values.iter().enumerate().map(|(r, v)| (r as f64 + 1.0 + x_shift, *v)).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
@@ -195,4 +206,17 @@ fn draw<DB: DrawingBackend>(
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dodge;
+
+    #[test]
+    fn runs_are_dodged_apart_within_their_round() {
+        assert_eq!(dodge(0, 1), 0.0);
+        let shifts: Vec<f64> = (0..4).map(|i| dodge(i, 4)).collect();
+        assert!(shifts.windows(2).all(|w| w[1] > w[0]), "{shifts:?}");
+        assert!((shifts[0] + 0.1).abs() < 1e-12 && (shifts[3] - 0.1).abs() < 1e-12, "{shifts:?}");
+    }
 }
