@@ -103,6 +103,10 @@ pub struct TrainAdapterArgs {
     /// Compute dtype of the frozen model: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
     #[arg(long, default_value = "auto")]
     pub dtype: String,
+    /// Data folder to restore the questions of an archived run from (default: $TCOMM_DATA, then
+    /// ../shared/data); only read when the run's questions are blank.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// The pipeline folder to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -124,7 +128,8 @@ fn copy_into(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Trains the adapters and writes the pipeline folder; returns its manifest.
 pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
-    let run = Trajectories::load(&args.run)?;
+    let mut run = Trajectories::load(&args.run)?;
+    run.restore_questions(args.data_dir.as_deref())?;
     let ae_path = args.ae.join(AE_FILE);
     let ae = ThoughtAutoencoder::load(&ae_path)?;
     let states = run.agent_states()?;

@@ -164,5 +164,6 @@ pub fn adapter_args(run: &Path, ae: &Path, out: &Path, setup: &DebateSetup, obje
     args.seed = setup.seed;
     args.device = setup.device.clone();
     args.dtype = setup.dtype.clone();
+    args.data_dir = setup.data_dir.clone();
     Ok(args)
 }
