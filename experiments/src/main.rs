@@ -1,4 +1,5 @@
 //! `tcomm`: the command-line tool of ThoughtComm-RS.
+mod archive;
 mod bench;
 mod debate;
 mod experiment;
@@ -53,6 +54,8 @@ enum Command {
     Train(train_pipeline::TrainArgs),
     /// Experiments that run several arms on the same problems and report them together.
     Experiment(experiment::ExperimentArgs),
+    /// Copy a run folder for sharing with its questions blanked (no dataset text); rerun to add new problems.
+    Archive(archive::ArchiveArgs),
 }
 
 fn main() {
@@ -76,6 +79,7 @@ fn main() {
         Command::TrainAdapter(args) => train_adapter::run(args),
         Command::Train(args) => train_pipeline::run(args),
         Command::Experiment(args) => experiment::run(args),
+        Command::Archive(args) => archive::run(args),
     };
     if let Err(err) = result {
         // One line, the whole chain of causes, no backtrace: users read this as the message.
