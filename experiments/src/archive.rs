@@ -26,15 +26,17 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<()> {
     let (mut writer, archived) = RunWriter::open(&args.out, &config)
         .with_context(|| format!("{} cannot take an archive of {}", args.out.display(), args.run.display()))?;
     let archived: HashSet<String> = archived.into_iter().map(|r| r.id).collect();
+    let (from_dir, to_dir) = (args.run.join(STATES_DIR), args.out.join(STATES_DIR));
+    if from_dir.is_dir() {
+        std::fs::create_dir_all(&to_dir).with_context(|| format!("{}: cannot create", to_dir.display()))?;
+    }
     let (mut added, mut states) = (0, 0);
     for mut result in results.into_iter().filter(|r| !archived.contains(&r.id)) {
         // States first: a problem in results.jsonl must have its states there when the run saved them.
         let name = file_name(&result.id);
-        let from = args.run.join(STATES_DIR).join(&name);
+        let from = from_dir.join(&name);
         if from.exists() {
-            let dir = args.out.join(STATES_DIR);
-            std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-            std::fs::copy(&from, dir.join(&name)).with_context(|| format!("copying {}", from.display()))?;
+            std::fs::copy(&from, to_dir.join(&name)).with_context(|| format!("copying {}", from.display()))?;
             states += 1;
         }
         result.question.clear();
