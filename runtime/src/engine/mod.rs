@@ -283,10 +283,21 @@ impl<'a> Engine<'a> {
         let logits = net.logits(&hidden.squeeze_dim(1));
         let mut finished = Vec::new();
         let mut active = std::mem::take(&mut self.active);
+        // Greedy rows take one argmax over the batch and one read to the host, not one per row
+        // (on CUDA each read waits for the device); sampled rows draw from their own logits.
+        let is_greedy = |a: &Active| a.request.params.temperature == 0.0;
+        let argmax: Vec<i64> = if active.iter().any(is_greedy) {
+            Vec::<i64>::try_from(&logits.argmax(-1, false)).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for (i, a) in active.iter_mut().enumerate() {
             a.captures.record_generated_row(&layers, &states, i as i64);
             a.next_position += 1;
-            self.push_token(a, &logits.get(i as i64), events);
+            match argmax.get(i).filter(|_| is_greedy(a)) {
+                Some(&token) => self.accept(a, token as u32, events),
+                None => self.push_token(a, &logits.get(i as i64), events),
+            }
             if a.is_finished() {
                 finished.push(i);
             }

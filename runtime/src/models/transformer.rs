@@ -270,7 +270,7 @@ impl Transformer {
             Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
             None => (k, v),
         };
-        let attn = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, Some(s.attn_scale), true);
+        let attn = grouped_attention(&q, &k, &v, mask, s.attn_scale);
         *cache = Some((k, v));
         let attn = self.project(&a.o, &attn.transpose(1, 2).reshape([b, t, s.num_heads * s.head_dim]));
         let project = |l: &Linear, x: &Tensor| self.project(l, x);
@@ -326,9 +326,56 @@ fn transposed_head(x: &Tensor) -> bool {
     (2..=64).contains(&rows) && x.device() == tch::Device::Cpu
 }
 
+/// Attention of q `[B, H, T, D]` over k, v `[B, KV, S, D]` with a boolean mask `[B, 1, T, S]`.
+/// On CUDA the query heads that share a key/value head are folded into the query length
+/// (head `j * g + r` at step `t` becomes row `r * T + t` of head `j`), so SDPA sees as many query
+/// heads as key heads: with an explicit mask flash attention is out and the memory-efficient
+/// kernel refuses grouped heads, so `enable_gqa` would run the math kernel, which expands keys
+/// and values to every query head and upcasts bf16 to f32, in every layer at every step. The CPU
+/// keeps the call whose results match transformers.
+fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
+    if q.device() == tch::Device::Cpu || q.size()[1] == k.size()[1] {
+        return Tensor::scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, Some(scale), true);
+    }
+    folded_attention(q, k, v, mask, scale)
+}
+
+/// `grouped_attention`'s CUDA path: the query heads of each key/value head folded into rows.
+fn folded_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
+    let (qs, kv_heads) = (q.size(), k.size()[1]);
+    let (b, heads, t, d) = (qs[0], qs[1], qs[2], qs[3]);
+    let group = heads / kv_heads;
+    let folded = q.reshape([b, kv_heads, group * t, d]);
+    let mask = mask.repeat([1, 1, group, 1]);
+    Tensor::scaled_dot_product_attention(&folded, k, v, Some(&mask), 0.0, false, Some(scale), false).reshape([b, heads, t, d])
+}
+
 /// Undoes llama.cpp's q/k row permutation (transformers' `reverse_permute_weights`).
 fn unpermute_rows(w: &Tensor, heads: i64) -> Tensor {
     let size = w.size();
     let dim = size[0] / heads / 2;
     w.reshape([heads, dim, 2, size[1]]).transpose(1, 2).reshape([size[0], size[1]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The folded form equals grouped-query SDPA (query head h reads key/value head h / group),
+    /// with a mask that hides some positions per row, so the CUDA path computes the same thing.
+    #[test]
+    fn folded_attention_equals_grouped_sdpa() {
+        tch::manual_seed(3);
+        let (b, heads, kv, t, s, d) = (2, 14, 2, 3, 5, 8);
+        let q = Tensor::randn([b, heads, t, d], (Kind::Float, tch::Device::Cpu));
+        let k = Tensor::randn([b, kv, s, d], (Kind::Float, tch::Device::Cpu));
+        let v = Tensor::randn([b, kv, s, d], (Kind::Float, tch::Device::Cpu));
+        let mask = Tensor::rand([b, 1, t, s], (Kind::Float, tch::Device::Cpu)).gt(0.3);
+        let mask = mask.logical_or(&Tensor::eye_m(t, s, (Kind::Bool, tch::Device::Cpu)).view([1, 1, t, s]));
+        let want = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, Some(0.3), true);
+        let got = folded_attention(&q, &k, &v, &mask, 0.3);
+        assert_eq!(got.size(), want.size());
+        let diff = (got - want).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "max difference {diff}");
+    }
 }
