@@ -168,6 +168,17 @@ impl Weights {
         }
     }
 
+    /// Every tensor of a safetensors checkpoint as (HF name, shape), sorted by name; empty for a
+    /// GGUF file (whose header lists its own tensors). Reads headers only.
+    pub fn checkpoint_tensors(&self) -> Vec<(String, Vec<i64>)> {
+        let mut out: Vec<(String, Vec<i64>)> = match &self.source {
+            Source::Gguf { .. } => Vec::new(),
+            Source::Safetensors { index, .. } => index.iter().map(|(n, e)| (n.clone(), e.shape.clone())).collect(),
+        };
+        out.sort();
+        out
+    }
+
     fn missing(&self, name: &str) -> LoadError {
         LoadError::MissingTensor { path: self.path.clone(), name: name.to_string() }
     }

@@ -5,22 +5,20 @@
 //! Every measured run happens in a child process of its own (`tcomm bench decode-worker` for
 //! this engine, `scripts/bench_transformers.py` for transformers), so that each run's peak RSS
 //! is its own and no run warms caches for another.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use runtime::device::WeightFormat;
 use runtime::gguf::GgufFile;
 use runtime::loader::{self, ModelLocation};
 use runtime::tokenizer::TextTokenizer;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 
+mod roofline;
 mod table;
 
+use roofline::{checkpoint_architecture, checkpoint_weight_info, memory_bandwidth_gbs, weight_info, WeightInfo};
 use table::print_table;
 use super::{default_python, kind_name, load_average, run_json_worker, scripts_dir, set_omp_policy, spinner, ModelArgs};
 
@@ -38,12 +36,18 @@ Columns: tok/s = B*N / total time (prefill included, as users see it); decode to
 B*(N-1) / (total - TTFT) (steady-state decode); TTFT = time until every sequence of the batch has
 its first token (the batch's prefill); peak RSS = the worker process's high-water mark (VmHWM on
 Linux; ru_maxrss for Python), load and warm-up included; same = sequences whose generated tokens
-equal transformers' exactly.
+equal transformers' exactly; GPU mem (CUDA only) = the GPU memory each worker process holds at
+the end of its run as nvidia-smi reports it (the CUDA context and the caching allocator's pool
+included, the same measure on both sides).
 
-Roofline: the memory bandwidth is measured here (libtorch sum over a 1 GiB f32 tensor, best of 5,
-with --threads threads); batch-1 decode must read every weight once per token (all GGUF tensors at
-the compute dtype, the token embedding only when it is tied to the output head), so the roofline
-is bandwidth / bytes-per-token tokens/s.
+Roofline: the memory bandwidth is measured on --device (libtorch sum over a 1 GiB f32 tensor, best
+of 5, with --threads threads on the CPU); batch-1 decode must read every weight once per token (all
+GGUF or safetensors tensors at the compute dtype, the token embedding only when it is tied to the
+output head), so the roofline is bandwidth / bytes-per-token tokens/s.
+
+On CUDA both sides run on the GPU in --dtype (bf16 by default there), transformers with
+`.to(device)`; every timing waits for the GPU (torch.cuda.synchronize on its side; this engine
+reads each step's sampled tokens on the host).
 
 --json prints one object:
   model, gguf, architecture, device, dtype, threads, prompt_tokens, new_tokens, warmup_tokens,
@@ -58,7 +62,7 @@ is bandwidth / bytes-per-token tokens/s.
           decode_ratio, same_tokens (sequences with identical output),
           load_average (1-minute load average when the batch size started)}]
   where ours / transformers = {tokens_per_s, decode_tokens_per_s, ttft_s, total_s, load_s,
-          peak_rss_bytes, threads, step_ms_median (ours only)}.
+          peak_rss_bytes, peak_device_bytes (CUDA only), threads, step_ms_median (ours only)}.
 All times in seconds, bandwidth in GB/s (1e9 bytes).";
 
 #[derive(Args)]
@@ -117,6 +121,9 @@ pub struct SideResult {
     pub tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
     pub peak_rss_bytes: u64,
+    /// GPU memory the process holds at the end of the run, as nvidia-smi reports it (CUDA only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_device_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_ms_median: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,14 +145,6 @@ struct RunReport {
     same_tokens: Option<usize>,
     /// 1-minute load average when this batch size started (other processes skew timings).
     load_average: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct WeightInfo {
-    format: String,
-    dequantized_from: BTreeMap<String, usize>,
-    parameters: u64,
-    bytes_per_token: u64,
 }
 
 #[derive(Serialize)]
@@ -204,8 +203,8 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
         ModelLocation::CheckpointDir(dir) => (
             TextTokenizer::from_hf_dir(dir)?,
             None,
-            None,
-            "checkpoint".into(),
+            Some(checkpoint_weight_info(dir, kind, format)?),
+            checkpoint_architecture(dir),
         ),
     };
     let max_batch = args.batch.iter().copied().max().unwrap_or(1);
@@ -228,6 +227,11 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
         }
     };
 
+    // transformers computes in the same dtype on the same device.
+    let device_name = match device {
+        tch::Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    };
     let mut runs = Vec::new();
     for &b in &args.batch {
         let prompts_file = tmp.join(format!("prompts-{b}.json"));
@@ -278,6 +282,10 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
                 model_for_python.display().to_string(),
                 "--attn".into(),
                 args.hf_attn.clone(),
+                "--device".into(),
+                device_name.clone(),
+                "--dtype".into(),
+                kind_name(kind).to_string(),
             ]);
             cmd.args(&common);
             match run_json_worker::<SideResult>(cmd) {
@@ -413,52 +421,6 @@ fn make_prompts(
     Ok((0..count)
         .map(|i| (0..len).map(|j| stream[(i * 13 + j) % n]).collect())
         .collect())
-}
-
-/// Weight facts from the GGUF header: what the engine computes in, what it was dequantized
-/// from, and the bytes a batch-1 decode step must read (every tensor once at the compute dtype;
-/// the token embedding only when it doubles as the output head, since a row gather is negligible).
-/// With int8 weights every matrix is read at one byte per element (the per-row scales are noise).
-fn weight_info(file: &GgufFile, kind: Kind, format: WeightFormat) -> WeightInfo {
-    let elem = kind.elt_size_in_bytes() as u64;
-    let mut from = BTreeMap::new();
-    let mut parameters = 0u64;
-    let mut read = 0u64;
-    let tied = file.tensor_info("output.weight").is_none();
-    for t in file.tensors() {
-        *from.entry(t.ggml_type.name().to_string()).or_insert(0) += 1;
-        parameters += t.n_elements();
-        if t.name != "token_embd.weight" || tied {
-            let bytes = if format == WeightFormat::Int8 && t.dims.len() == 2 { 1 } else { elem };
-            read += t.n_elements() * bytes;
-        }
-    }
-    WeightInfo {
-        format: match format {
-            WeightFormat::Dense => kind_name(kind).to_string(),
-            WeightFormat::Int8 => format!("int8 weights (per-row scales), {} compute", kind_name(kind)),
-        },
-        dequantized_from: from,
-        parameters,
-        bytes_per_token: read,
-    }
-}
-
-/// Read bandwidth in GB/s: a sum over a 1 GiB f32 tensor, best of 5 (after one untimed pass).
-fn memory_bandwidth_gbs(threads: usize, device: tch::Device) -> f64 {
-    let _guard = tch::no_grad_guard();
-    tch::set_num_threads(threads as i32);
-    let elements: i64 = 1 << 28;
-    let big = Tensor::ones([elements], (Kind::Float, device));
-    let sync = |t: &Tensor| t.double_value(&[]);
-    sync(&big.sum(Kind::Float));
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let start = Instant::now();
-        sync(&big.sum(Kind::Float));
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    (elements as f64 * 4.0) / best / 1e9
 }
 
 /// llama.cpp at batch 1 through llama-cpp-python, when the Python has it.

@@ -71,6 +71,10 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             / run.total.as_secs_f64(),
         decode_tokens_per_s: (b * (args.new_tokens - 1)) as f64 / decode_s,
         peak_rss_bytes: peak_rss_bytes(),
+        peak_device_bytes: match net.device() {
+            tch::Device::Cuda(_) => gpu_memory_bytes(),
+            _ => None,
+        },
         step_ms_median: steps.get(steps.len() / 2).copied(),
         attn_implementation: None,
         tokens: run.outputs.into_iter().map(|o| o.tokens).collect(),
@@ -157,6 +161,20 @@ pub(super) fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// GPU memory this process holds, as `nvidia-smi --query-compute-apps` reports it (the CUDA
+/// context and the caching allocator's pool included); None where nvidia-smi does not list it.
+fn gpu_memory_bytes() -> Option<u64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+        .output()
+        .ok()?;
+    let me = std::process::id().to_string();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|line| {
+        let (pid, mib) = line.split_once(',')?;
+        (pid.trim() == me).then(|| mib.trim().parse::<u64>().ok().map(|m| m << 20))?
+    })
 }
 
 fn ms(d: Duration) -> f64 {

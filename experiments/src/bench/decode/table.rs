@@ -11,7 +11,14 @@ pub(super) fn print_table(r: &Report) {
         "model: {} ({}), device {}, {} threads",
         r.model, r.architecture, r.device, r.threads
     );
-    if let Some(w) = &r.weights {
+    if let (Some(w), None) = (&r.weights, &r.gguf) {
+        println!(
+            "weights: {} from a safetensors checkpoint ({:.1}M parameters; {:.1} MB read per batch-1 token)",
+            w.format,
+            w.parameters as f64 / 1e6,
+            w.bytes_per_token as f64 / 1e6
+        );
+    } else if let Some(w) = &r.weights {
         let from: Vec<String> = w
             .dequantized_from
             .iter()
@@ -33,7 +40,8 @@ pub(super) fn print_table(r: &Report) {
         r.prompt_tokens, r.new_tokens, r.warmup_tokens, r.repeat, r.omp_wait_policy
     );
     println!();
-    let header = [
+    let on_gpu = r.runs.iter().any(|run| run.ours.peak_device_bytes.is_some());
+    let mut header = vec![
         "batch",
         "ours tok/s",
         "hf tok/s",
@@ -47,12 +55,15 @@ pub(super) fn print_table(r: &Report) {
         "RSS hf",
         "same",
     ];
+    if on_gpu {
+        header.extend(["GPU mem ours", "GPU mem hf"]);
+    }
     let rows: Vec<Vec<String>> = r
         .runs
         .iter()
         .map(|run| {
             let t = run.transformers.as_ref();
-            vec![
+            let mut row = vec![
                 run.batch.to_string(),
                 format!("{:.1}", run.ours.tokens_per_s),
                 opt(t.map(|t| t.tokens_per_s), |v| format!("{v:.1}")),
@@ -66,7 +77,13 @@ pub(super) fn print_table(r: &Report) {
                 t.map_or("-".into(), |t| mib(t.peak_rss_bytes)),
                 run.same_tokens
                     .map_or("-".into(), |s| format!("{s}/{}", run.batch)),
-            ]
+            ];
+            if on_gpu {
+                let gpu = |b: Option<u64>| b.map_or("-".into(), mib);
+                row.push(gpu(run.ours.peak_device_bytes));
+                row.push(gpu(t.and_then(|t| t.peak_device_bytes)));
+            }
+            row
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
