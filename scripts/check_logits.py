@@ -6,11 +6,12 @@ Check script only -- never on the product's run path.
 Usage:
     .venv/bin/python scripts/check_logits.py --model NAME|PATH --text TEXT [--tcomm BINARY]
                                             [--top-k 10] [--atol 2e-3] [--transformers-only] [--json]
+                                            [--tcomm-device cuda]
 
 --model  a registry name (smollm2-135m, gemma3-270m, qwen2.5-0.5b -> models/*.gguf), a path to a
          .gguf file, or a HF checkpoint folder (must have a tokenizer).
 --tcomm  the tcomm binary; default target/release/tcomm, else target/debug/tcomm.  It is run as
-             tcomm logits --model M --text T --top-k K --json
+             tcomm logits --model M --text T --top-k K --json --device D --dtype f32
          with M the path of the .gguf file / folder (override with --tcomm-model), and must print
          ONE JSON object on stdout: {"token_ids": [...], "top": [{"id": N, "logit": X}, ...]}.
 
@@ -58,8 +59,9 @@ def parse_tcomm_stdout(stdout: str) -> dict:
     raise ValueError("no JSON object in tcomm output")
 
 
-def run_tcomm(binary: str, model_arg: str, text: str, k: int, timeout: float) -> dict:
+def run_tcomm(binary: str, model_arg: str, text: str, k: int, timeout: float, device: str) -> dict:
     cmd = [binary, "logits", "--model", model_arg, "--text", text, "--top-k", str(k), "--json"]
+    cmd += ["--device", device, "--dtype", "f32"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"tcomm exited {p.returncode}: {p.stderr.strip()[-2000:]}")
@@ -123,6 +125,8 @@ def main() -> int:
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--atol", type=float, default=2e-3)
     ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--tcomm-device", default="cpu", help="tcomm's --device (cuda checks the GPU path; "
+                    "transformers stays on the CPU in f32, the reference)")
     ap.add_argument("--transformers-only", action="store_true", help="do not look for tcomm; exit 0")
     ap.add_argument("--json", action="store_true", help="also print the transformers result as one JSON line")
     args = ap.parse_args()
@@ -143,7 +147,7 @@ def main() -> int:
     tc = None
     if binary:
         try:
-            tc = run_tcomm(binary, args.tcomm_model or r.path, args.text, args.top_k, args.timeout)
+            tc = run_tcomm(binary, args.tcomm_model or r.path, args.text, args.top_k, args.timeout, args.tcomm_device)
         except Exception as e:  # noqa: BLE001 -- report any failure as the verdict
             print(f"VERDICT: FAIL model={r.name} tcomm error: {e}")
             return 1
