@@ -132,37 +132,63 @@ fn ids_tensor(net: &Transformer, ids: &[u32]) -> Tensor {
     Tensor::from_slice(&ids).to_device(net.device()).unsqueeze(0)
 }
 
-/// Chooses the next token from f32 logits `[vocab]`.
+/// Tokens sorted first when looking for a top-p nucleus over the whole vocabulary: it nearly
+/// always lies among the few hundred most likely, and sorting those is ~10x cheaper than sorting
+/// qwen2.5's 152k vocabulary (2.5 against 29 ms a row, one core of a busy machine): a 3-agent
+/// debate at --parallel 16 samples 48 rows a step, ~1.4 s of sorting per step before this.
+const NUCLEUS_PROBE: i64 = 512;
+
+/// Chooses the next token from f32 logits `[vocab]`: the argmax at temperature 0, else a draw
+/// from the softmax of logits / temperature restricted to the top k, then to the smallest
+/// most-likely prefix whose probability reaches top p.
 pub fn pick_token(logits: &Tensor, params: &SamplingParams, rng: &mut impl Rng) -> u32 {
     if params.temperature == 0.0 {
         return logits.argmax(-1, false).int64_value(&[]) as u32;
     }
-    let scaled = logits / params.temperature;
+    let scaled = (logits / params.temperature).to_kind(Kind::Float);
     let vocab = scaled.size()[0];
     let k = if params.top_k == 0 { vocab } else { (params.top_k as i64).min(vocab) };
-    // Sorted descending; keep the top k, then the smallest prefix with mass >= top_p.
+    if params.top_p < 1.0 && k == vocab && k > NUCLEUS_PROBE {
+        // The same probabilities as below (normalized over the whole vocabulary), for the most
+        // likely tokens only; the full sort runs only when their mass stays under top p.
+        let (values, indices) = scaled.topk(NUCLEUS_PROBE, -1, true, true);
+        let (probs, indices) = to_host(&(values - scaled.logsumexp([-1], false)).exp(), &indices);
+        if let Some(keep) = nucleus(&probs, params.top_p) {
+            return draw(&probs[..keep], &indices, rng);
+        }
+    }
     let (values, indices) = scaled.topk(k, -1, true, true);
-    let probs = values.softmax(-1, Kind::Float);
-    let probs: Vec<f32> = Vec::<f32>::try_from(&probs.to_device(tch::Device::Cpu)).unwrap_or_default();
-    let indices: Vec<i64> = Vec::<i64>::try_from(&indices.to_device(tch::Device::Cpu)).unwrap_or_default();
-    let mut keep = probs.len();
-    if params.top_p < 1.0 {
-        let mut mass = 0.0f64;
-        for (i, p) in probs.iter().enumerate() {
-            mass += f64::from(*p);
-            if mass >= params.top_p {
-                keep = i + 1;
-                break;
-            }
-        }
-    }
-    let total: f64 = probs[..keep].iter().map(|&p| f64::from(p)).sum();
+    let (probs, indices) = to_host(&values.softmax(-1, Kind::Float), &indices);
+    let keep = if params.top_p < 1.0 { nucleus(&probs, params.top_p) } else { None };
+    draw(&probs[..keep.unwrap_or(probs.len())], &indices, rng)
+}
+
+fn to_host(probs: &Tensor, indices: &Tensor) -> (Vec<f32>, Vec<i64>) {
+    let cpu = tch::Device::Cpu;
+    (
+        Vec::<f32>::try_from(&probs.to_device(cpu)).unwrap_or_default(),
+        Vec::<i64>::try_from(&indices.to_device(cpu)).unwrap_or_default(),
+    )
+}
+
+/// The length of the shortest prefix of `probs` (sorted descending) whose mass reaches `top_p`.
+fn nucleus(probs: &[f32], top_p: f64) -> Option<usize> {
+    let mut mass = 0.0f64;
+    probs.iter().position(|&p| {
+        mass += f64::from(p);
+        mass >= top_p
+    }).map(|i| i + 1)
+}
+
+/// One draw (one random number) from `probs`, renormalized; returns the drawn entry's index.
+fn draw(probs: &[f32], indices: &[i64], rng: &mut impl Rng) -> u32 {
+    let total: f64 = probs.iter().map(|&p| f64::from(p)).sum();
     let mut target = rng.random::<f64>() * total;
-    for i in 0..keep {
-        target -= f64::from(probs[i]);
+    for (&p, &index) in probs.iter().zip(indices) {
+        target -= f64::from(p);
         if target <= 0.0 {
-            return indices[i] as u32;
+            return index as u32;
         }
     }
-    indices.get(keep.saturating_sub(1)).copied().unwrap_or(0) as u32
+    indices.get(probs.len().saturating_sub(1)).copied().unwrap_or(0) as u32
 }

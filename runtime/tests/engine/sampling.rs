@@ -105,6 +105,49 @@ fn pick_token_distribution() {
     assert!((p[0] - want[0]).abs() < 0.015 && p[2..].iter().all(|&f| f == 0.0), "top_p 0.7: {p:?}");
 }
 
+/// Top-p over a large vocabulary (the partial-sort path when the nucleus is small, the full sort
+/// when it is not) draws exactly the token that the definition gives for the same random number:
+/// softmax over the whole vocabulary, sorted descending, the shortest prefix reaching top p,
+/// renormalized, inverse CDF.
+#[test]
+fn top_p_over_a_large_vocabulary_follows_the_definition() {
+    use rand::Rng;
+    super::one_thread();
+    // (token, nucleus size) by the definition, in f64.
+    let reference = |logits: &[f64], top_p: f64, u: f64| -> (u32, usize) {
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let probs: Vec<f64> = order.iter().map(|&i| (logits[i] - max).exp() / z).collect();
+        let mut mass = 0.0;
+        let keep = probs.iter().position(|p| { mass += p; mass >= top_p }).map_or(probs.len(), |i| i + 1);
+        let mut target = u * probs[..keep].iter().sum::<f64>();
+        for (p, &i) in probs[..keep].iter().zip(&order) {
+            target -= p;
+            if target <= 0.0 {
+                return (i as u32, keep);
+            }
+        }
+        (order[keep - 1] as u32, keep)
+    };
+    let mut gen = rand::rngs::StdRng::seed_from_u64(7);
+    // Peaked logits (a nucleus of a few tokens: the probe) and nearly flat ones (thousands: the
+    // full sort); random values, so that no two tie.
+    for (spread, top_p, small_nucleus) in [(40.0f64, 0.95, true), (40.0, 0.5, true), (12.0, 0.95, false), (0.15, 0.9, false)] {
+        for seed in 0..40u64 {
+            let logits: Vec<f32> = (0..5000).map(|_| (gen.random::<f64>() * spread) as f32).collect();
+            let params = SamplingParams { temperature: 1.0, top_p, seed, ..Default::default() };
+            let got = pick_token(&Tensor::from_slice(&logits), &params, &mut rand::rngs::StdRng::seed_from_u64(seed));
+            let u = rand::rngs::StdRng::seed_from_u64(seed).random::<f64>();
+            let wide: Vec<f64> = logits.iter().map(|&l| f64::from(l)).collect();
+            let (want, keep) = reference(&wide, top_p, u);
+            assert_eq!(got, want, "spread {spread}, top_p {top_p}, seed {seed}");
+            assert_eq!(keep <= 512, small_nucleus, "spread {spread}: nucleus of {keep} tokens");
+        }
+    }
+}
+
 #[test]
 fn invalid_requests_are_refused() {
     let net = tiny("llama_tied");
