@@ -52,7 +52,8 @@ reads each step's sampled tokens on the host).
 --json prints one object:
   model, gguf, architecture, device, dtype, threads, prompt_tokens, new_tokens, warmup_tokens,
   repeat (measured runs per side; the fastest is reported), omp_wait_policy
-  weights: {format (compute dtype), dequantized_from ({ggml type: tensor count}), parameters,
+  weights: {format (compute dtype), dequantized_from ({ggml type: tensor count}; {\"safetensors\":
+            tensor count} for a checkpoint folder), parameters,
             bytes_per_token}
   memory_bandwidth_gbs, roofline_batch1_tokens_per_s, roofline_fraction_batch1 (ours decode
             tok/s at batch 1 over the roofline; null without a batch-1 run)
@@ -160,9 +161,9 @@ struct Report {
     warmup_tokens: usize,
     repeat: u32,
     omp_wait_policy: String,
-    weights: Option<WeightInfo>,
+    weights: WeightInfo,
     memory_bandwidth_gbs: f64,
-    roofline_batch1_tokens_per_s: Option<f64>,
+    roofline_batch1_tokens_per_s: f64,
     roofline_fraction_batch1: Option<f64>,
     llamacpp: Option<serde_json::Value>,
     #[serde(skip)]
@@ -196,14 +197,14 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
             (
                 tokenizer,
                 Some(path),
-                Some(weight_info(&file, kind, format)),
+                weight_info(&file, kind, format),
                 architecture,
             )
         }
         ModelLocation::CheckpointDir(dir) => (
             TextTokenizer::from_hf_dir(dir)?,
             None,
-            Some(checkpoint_weight_info(dir, kind, format)?),
+            checkpoint_weight_info(dir, kind, format)?,
             checkpoint_architecture(dir),
         ),
     };
@@ -228,10 +229,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
     };
 
     // transformers computes in the same dtype on the same device.
-    let device_name = match device {
-        tch::Device::Cuda(n) => format!("cuda:{n}"),
-        _ => "cpu".to_string(),
-    };
+    let device_name = runtime::server::convert::device_name(device);
     let mut runs = Vec::new();
     for &b in &args.batch {
         let prompts_file = tmp.join(format!("prompts-{b}.json"));
@@ -351,13 +349,11 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
     };
     let _ = std::fs::remove_dir_all(&tmp);
 
-    let roofline = weights
-        .as_ref()
-        .map(|w| bandwidth * 1e9 / w.bytes_per_token as f64);
-    let batch1 = runs.iter().find(|r| r.batch == 1);
-    let fraction = roofline
-        .zip(batch1)
-        .map(|(r, b1)| b1.ours.decode_tokens_per_s / r);
+    let roofline = bandwidth * 1e9 / weights.bytes_per_token as f64;
+    let fraction = runs
+        .iter()
+        .find(|r| r.batch == 1)
+        .map(|b1| b1.ours.decode_tokens_per_s / roofline);
     let report = Report {
         model: args.model.model.clone(),
         gguf: gguf_path,

@@ -11,29 +11,19 @@ pub(super) fn print_table(r: &Report) {
         "model: {} ({}), device {}, {} threads",
         r.model, r.architecture, r.device, r.threads
     );
-    if let (Some(w), None) = (&r.weights, &r.gguf) {
-        println!(
-            "weights: {} from a safetensors checkpoint ({:.1}M parameters; {:.1} MB read per batch-1 token)",
-            w.format,
-            w.parameters as f64 / 1e6,
-            w.bytes_per_token as f64 / 1e6
-        );
-    } else if let Some(w) = &r.weights {
-        let from: Vec<String> = w
-            .dequantized_from
-            .iter()
-            .map(|(k, n)| format!("{k} x{n}"))
-            .collect();
-        println!(
-            "weights: {} dequantized from the GGUF's {} ({:.1}M parameters; {:.1} MB read per batch-1 token)",
-            w.format,
-            from.join(", "),
-            w.parameters as f64 / 1e6,
-            w.bytes_per_token as f64 / 1e6
-        );
+    let w = &r.weights;
+    let source = if r.gguf.is_some() {
+        let from: Vec<String> = w.dequantized_from.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        format!("dequantized from the GGUF's {}", from.join(", "))
     } else {
-        println!("weights: {} (checkpoint folder)", r.dtype);
-    }
+        "from a safetensors checkpoint".to_string()
+    };
+    println!(
+        "weights: {} {source} ({:.1}M parameters; {:.1} MB read per batch-1 token)",
+        w.format,
+        w.parameters as f64 / 1e6,
+        w.bytes_per_token as f64 / 1e6
+    );
     println!(
         "prompts: {} tokens each (same ids on both sides), {} new tokens, greedy, warm-up {} tokens, \
          best of {} run(s) per side, OMP_WAIT_POLICY {}",
@@ -113,26 +103,15 @@ pub(super) fn print_table(r: &Report) {
         }
     }
     println!();
-    match (r.roofline_batch1_tokens_per_s, &r.weights) {
-        (Some(roof), Some(w)) => {
-            let reach = r.roofline_fraction_batch1.map_or(String::new(), |f| {
-                format!(
-                    "; ours reaches {:.0}% of it (decode tok/s at batch 1)",
-                    f * 100.0
-                )
-            });
-            println!(
-                "roofline: {:.1} GB/s memory bandwidth / {:.1} MB per token = {:.1} tokens/s at batch 1{reach}",
-                r.memory_bandwidth_gbs,
-                w.bytes_per_token as f64 / 1e6,
-                roof
-            );
-        }
-        _ => println!(
-            "roofline: {:.1} GB/s memory bandwidth (weight bytes unknown for a checkpoint folder)",
-            r.memory_bandwidth_gbs
-        ),
-    }
+    let reach = r.roofline_fraction_batch1.map_or(String::new(), |f| {
+        format!("; ours reaches {:.0}% of it (decode tok/s at batch 1)", f * 100.0)
+    });
+    println!(
+        "roofline: {:.1} GB/s memory bandwidth / {:.1} MB per token = {:.1} tokens/s at batch 1{reach}",
+        r.memory_bandwidth_gbs,
+        w.bytes_per_token as f64 / 1e6,
+        r.roofline_batch1_tokens_per_s
+    );
     println!("{}", r.llamacpp_note);
     let busiest = r
         .runs
