@@ -310,6 +310,11 @@ pub fn run(args: DebateArgs) -> anyhow::Result<()> {
                 finished += 1;
                 correct += usize::from(result.correct);
                 bar.inc(1);
+                if bar.is_hidden() {
+                    // No terminal (nohup, a pipe): one line per problem instead of the bar.
+                    let position = bar.position();
+                    tracing::info!(id = %result.id, correct = result.correct, progress = format!("{position}/{}", problems.len()), "problem finished");
+                }
                 bar.set_message(format!("accuracy {correct}/{finished} ({:.1}%)", 100.0 * correct as f64 / finished as f64));
                 Ok(())
             })

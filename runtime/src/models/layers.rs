@@ -144,7 +144,9 @@ impl Linear {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         match &self.scales {
-            None => x.linear(&self.weight, self.bias.as_ref()),
+            None if self.weight.kind() == x.kind() => x.linear(&self.weight, self.bias.as_ref()),
+            // Weights held wider than the activations (`widened`): one f32 GEMM, one rounding.
+            None => x.to_kind(self.weight.kind()).linear(&self.weight, self.bias.as_ref()).to_kind(x.kind()),
             Some(scales) => {
                 // libtorch's weight-only int8 kernel takes [rows, in] and dequantizes on the fly.
                 let mut shape = x.size();
@@ -172,6 +174,16 @@ impl Linear {
             bias: self.bias.as_ref().map(|b| b.narrow(0, start, len)),
             scales: self.scales.as_ref().map(|s| s.narrow(0, start, len)),
         }
+    }
+
+    /// The same projection with its weights (and bias) held in f32, values unchanged: `forward`
+    /// then multiplies bf16 activations in f32 and rounds the result to bf16 once, which is what a
+    /// bf16 GEMM accumulating in f32 computes (products of bf16 values are exact in f32), up to the
+    /// order of the sums. For CPUs whose libtorch bf16 kernels are slow (see
+    /// `device::cpu_has_native_bf16`); the projections then take twice the memory.
+    pub fn widened(&self) -> Linear {
+        let wide = |t: &Tensor| t.to_kind(Kind::Float);
+        Linear { weight: wide(&self.weight), bias: self.bias.as_ref().map(wide), scales: None }
     }
 
     /// The same projection with int8 weights: symmetric, one scale per output row (absmax / 127),

@@ -7,7 +7,7 @@ use super::kv_cache::KvCache;
 use super::layers::{attention_mask, Linear, Mlp, RmsNorm, Rope};
 use super::row_split::RowSplit;
 use super::spec::{ModelSpec, NormPlacement, NormStyle};
-use crate::device::WeightFormat;
+use crate::device::{self, WeightFormat};
 use crate::error::LoadError;
 use crate::weights::Weights;
 
@@ -117,7 +117,19 @@ impl Transformer {
         }
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let row_split = if w.device() == tch::Device::Cpu { RowSplit::new(threads) } else { None };
-        let lm_head = Linear::dense(lm_head, None);
+        let mut lm_head = Linear::dense(lm_head, None);
+        if device::bf16_in_f32(w.device(), embed.kind()) {
+            // See `device::cpu_has_native_bf16`: the projections multiply in f32 (the token
+            // embedding stays a bf16 lookup table; the head gets its own f32 copy when tied).
+            tracing::info!("this CPU has no native bf16: bf16 projections and attention compute in f32 and round to bf16");
+            for layer in &mut layers {
+                let (attn, mlp) = (&mut layer.attn, &mut layer.mlp);
+                for linear in [&mut attn.qkv, &mut attn.o, &mut mlp.gate_up, &mut mlp.down] {
+                    *linear = linear.widened();
+                }
+            }
+            lm_head = lm_head.widened();
+        }
         Ok(Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes, row_split })
     }
 
@@ -304,7 +316,8 @@ impl Transformer {
     /// Logits `[.., vocab]` in f32 from final-normed hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         let logits = if self.lm_head.scales.is_none() && transposed_head(hidden) {
-            self.lm_head.weight.matmul(&hidden.tr()).tr()
+            let head = &self.lm_head.weight;
+            head.matmul(&hidden.to_kind(head.kind()).tr()).tr().to_kind(hidden.kind())
         } else {
             self.project(&self.lm_head, hidden)
         };
@@ -332,8 +345,13 @@ fn transposed_head(x: &Tensor) -> bool {
 /// heads as key heads: with an explicit mask flash attention is out and the memory-efficient
 /// kernel refuses grouped heads, so `enable_gqa` would run the math kernel, which expands keys
 /// and values to every query head and upcasts bf16 to f32, in every layer at every step. The CPU
-/// keeps the call whose results match transformers.
+/// keeps the call whose results match transformers; in f32 for bf16 inputs on a CPU without
+/// native bf16 (see `device::cpu_has_native_bf16`; the kernel accumulates bf16 in f32 anyway).
 fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
+    if device::bf16_in_f32(q.device(), q.kind()) {
+        let wide = |t: &Tensor| t.to_kind(Kind::Float);
+        return Tensor::scaled_dot_product_attention(&wide(q), &wide(k), &wide(v), Some(mask), 0.0, false, Some(scale), true).to_kind(q.kind());
+    }
     if q.device() == tch::Device::Cpu || q.size()[1] == k.size()[1] {
         return Tensor::scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, Some(scale), true);
     }
@@ -377,5 +395,49 @@ mod tests {
         assert_eq!(got.size(), want.size());
         let diff = (got - want).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "max difference {diff}");
+    }
+
+    /// Share of elements of bf16 `got` equal to `want`, and the largest difference of the others
+    /// relative to the value (one bf16 rounding step is 2^-8..2^-7).
+    fn bf16_agreement(got: &Tensor, want: &Tensor) -> (f64, f64) {
+        assert_eq!((got.kind(), got.size()), (Kind::BFloat16, want.size()));
+        let (g, w) = (got.to_kind(Kind::Float), want.to_kind(Kind::Float));
+        let equal = g.eq_tensor(&w).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        let relative = ((&g - &w).abs() / w.abs().clamp_min(1e-3)).max().double_value(&[]);
+        (equal, relative)
+    }
+
+    /// A bf16 projection computed in f32 over widened weights (the route of CPUs without native
+    /// bf16) equals libtorch's bf16 GEMM up to one rounding step on the rare element whose sum
+    /// lands near a tie (the order of the f32 sums differs). Holds on either kind of CPU.
+    #[test]
+    fn widened_projection_rounds_like_a_bf16_gemm() {
+        tch::manual_seed(5);
+        let opts = (Kind::BFloat16, tch::Device::Cpu);
+        let dense = Linear::dense(Tensor::randn([384, 256], opts), Some(Tensor::randn([384], opts)));
+        let x = Tensor::randn([2, 7, 256], opts);
+        let want = dense.forward(&x);
+        let wide = dense.widened();
+        assert_eq!(wide.weight.kind(), Kind::Float);
+        let (equal, relative) = bf16_agreement(&wide.forward(&x), &want);
+        assert!(equal > 0.98 && relative <= 2f64.powi(-7), "{equal} equal, worst relative {relative}");
+    }
+
+    /// bf16 attention, whichever route this CPU takes, follows f32 attention on the same values
+    /// within a few bf16 rounding steps (a native kernel may round the softmax weights to bf16
+    /// before multiplying by v; a wrong mask, scale or head grouping is off by tenths).
+    #[test]
+    fn bf16_attention_follows_f32_attention() {
+        tch::manual_seed(6);
+        let (b, heads, kv, t, s, d) = (2, 6, 2, 3, 40, 16);
+        let opts = (Kind::BFloat16, tch::Device::Cpu);
+        let (q, k, v) = (Tensor::randn([b, heads, t, d], opts), Tensor::randn([b, kv, s, d], opts), Tensor::randn([b, kv, s, d], opts));
+        let mask = Tensor::rand([b, 1, t, s], (Kind::Float, tch::Device::Cpu)).gt(0.2);
+        let wide = |x: &Tensor| x.to_kind(Kind::Float);
+        let want = Tensor::scaled_dot_product_attention(&wide(&q), &wide(&k), &wide(&v), Some(&mask), 0.0, false, Some(0.25), true);
+        let got = grouped_attention(&q, &k, &v, &mask, 0.25);
+        assert_eq!((got.kind(), got.size()), (Kind::BFloat16, want.size()));
+        let worst = (wide(&got) - &want).abs().max().double_value(&[]);
+        assert!(worst < 0.02, "bf16 attention off by {worst}");
     }
 }
