@@ -62,6 +62,18 @@ pub fn bar(len: u64, what: &str) -> anyhow::Result<ProgressBar> {
     Ok(bar)
 }
 
+/// Moves `bar` to `position`. Without a terminal (nohup, a pipe) indicatif draws nothing, so
+/// there a line is logged at every tenth of the work, with the bar's message.
+pub fn advance(bar: &ProgressBar, what: &str, position: u64) {
+    let len = bar.length().unwrap_or(0).max(1);
+    let tenth = |p: u64| p.min(len) * 10 / len;
+    if bar.is_hidden() && tenth(position) > tenth(bar.position()) {
+        let elapsed = format!("{:.0?}", bar.elapsed());
+        tracing::info!(progress = format!("{position}/{len}"), elapsed, "{what}: {}", bar.message());
+    }
+    bar.set_position(position);
+}
+
 /// `tcomm train-ae`.
 pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<()> {
     let run = Trajectories::load(&args.states)?;
@@ -108,8 +120,8 @@ pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result
     while ae.step() < args.steps {
         let steps = CHUNK.min(args.steps - ae.step());
         let report = ae.fit(&states, steps)?;
-        bar.set_position(ae.step());
         bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
+        advance(&bar, "autoencoder", ae.step());
         // Saved as it goes: a killed run resumes from the last chunk.
         ae.save(&path)?;
     }

@@ -14,7 +14,7 @@ use thoughtcomm::{
     PipelineManifest, PrefixAdapter, Routing, RoutingPlan, ThoughtAutoencoder, ThoughtStructure,
 };
 
-use crate::train::{bar, AE_FILE, STRUCTURE_FILE};
+use crate::train::{advance, bar, AE_FILE, STRUCTURE_FILE};
 use crate::trajectories::Trajectories;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -197,19 +197,21 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             objective: args.objective.objective(),
         };
         if matches!(train_config.objective, AdapterObjective::Sampled { .. }) && adapter.step() < args.steps {
-            let progress = bar(examples.len() as u64, &format!("y_ref {model_name}"))?;
-            sample_references(&lm, &adapter, &mut examples, &train_config, |done| progress.set_position(done as u64))?;
+            let what = format!("y_ref {model_name}");
+            let progress = bar(examples.len() as u64, &what)?;
+            sample_references(&lm, &adapter, &mut examples, &train_config, |done| advance(&progress, &what, done as u64))?;
             progress.finish();
         }
-        let progress = bar(args.steps, &format!("adapter {model_name}"))?;
+        let what = format!("adapter {model_name}");
+        let progress = bar(args.steps, &what)?;
         progress.set_position(adapter.step().min(args.steps));
         let (mut first, mut last) = (None, None);
         const CHUNK: u64 = 10;
         while adapter.step() < args.steps {
             let steps = CHUNK.min(args.steps - adapter.step());
             let report = train_adapter(&lm, &mut adapter, &plan, &examples, &AdapterTrainConfig { steps, ..train_config.clone() }, |step, loss| {
-                progress.set_position(step);
                 progress.set_message(format!("loss {:.3} (cross-entropy {:.3}, cosine {:.3})", loss.total, loss.cross_entropy, loss.cosine));
+                advance(&progress, &what, step);
             })?;
             first.get_or_insert(report.first);
             last = Some(report.last);
