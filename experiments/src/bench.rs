@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
+use runtime::server::convert::kind_name;
 use serde::Deserialize;
-use tch::Kind;
 
 pub use crate::infer::ModelArgs;
 pub use worker::WorkerArgs;
@@ -103,15 +103,6 @@ pub(super) fn run_json_worker<T: for<'de> Deserialize<'de>>(mut cmd: Command) ->
         .find(|l| l.trim_start().starts_with('{'))
         .context("the worker printed no JSON line")?;
     serde_json::from_str(line).with_context(|| format!("parsing the worker's output: {line}"))
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Float => "f32",
-        Kind::BFloat16 => "bf16",
-        Kind::Half => "f16",
-        _ => "other",
-    }
 }
 
 fn repo_root() -> PathBuf {

@@ -283,7 +283,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
                 "--device".into(),
                 device_name.clone(),
                 "--dtype".into(),
-                kind_name(kind).to_string(),
+                kind_name(kind),
             ]);
             cmd.args(&common);
             match run_json_worker::<SideResult>(cmd) {
@@ -359,7 +359,7 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
         gguf: gguf_path,
         architecture,
         device: args.model.device.clone(),
-        dtype: kind_name(kind).to_string(),
+        dtype: kind_name(kind),
         threads,
         prompt_tokens: args.prompt_tokens,
         new_tokens: args.new_tokens,

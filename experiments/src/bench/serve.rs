@@ -207,7 +207,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         model: args.model.model.clone(),
         architecture,
         device: args.model.device.clone(),
-        dtype: kind_name(kind).to_string(),
+        dtype: kind_name(kind),
         threads: tch::get_num_threads(),
         agents: args.agents,
         requests: args.requests,

@@ -39,7 +39,7 @@ fn count(tensors: &[TensorFacts], tied: bool, kind: Kind, format: WeightFormat, 
         .sum();
     WeightInfo {
         format: match format {
-            WeightFormat::Dense => kind_name(kind).to_string(),
+            WeightFormat::Dense => kind_name(kind),
             WeightFormat::Int8 => format!("int8 weights (per-row scales), {} compute", kind_name(kind)),
         },
         dequantized_from: from,
