@@ -48,6 +48,9 @@ pub struct TrainAeArgs {
     /// B[i][j] = score > threshold * (largest score).
     #[arg(long, default_value_t = 0.1)]
     pub threshold: f64,
+    /// How |dH/dZ| is aggregated over samples into the scores: max or mean.
+    #[arg(long, default_value_t = StructureConfig::default().aggregate)]
+    pub aggregate: Aggregate,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output folder: autoencoder.safetensors/.json, structure.json, structure.png.
@@ -127,7 +130,7 @@ pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result
     }
     bar.finish();
     ae.save(&path)?;
-    let structure_config = StructureConfig { aggregate: Aggregate::Max, threshold: args.threshold };
+    let structure_config = StructureConfig { aggregate: args.aggregate, threshold: args.threshold };
     let structure = ThoughtStructure::recover(&ae, &states, &structure_config)?;
     let json = serde_json::to_string_pretty(&structure)?;
     std::fs::write(args.out.join(STRUCTURE_FILE), json).with_context(|| format!("{}: cannot write the structure", args.out.display()))?;
