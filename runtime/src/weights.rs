@@ -165,10 +165,11 @@ impl Weights {
     /// float types rounds through f32), which halves the bytes moved and the peak memory of a
     /// bf16 checkpoint.
     pub fn get(&self, name: &str, expected: &[i64]) -> Result<Tensor, LoadError> {
-        match &self.source {
-            Source::Safetensors { .. } => Ok(self.stored(name, expected)?.to_device(self.device).to_kind(self.kind)),
-            Source::Gguf { .. } => Ok(self.place(self.get_raw(name, expected)?)),
-        }
+        let tensor = match &self.source {
+            Source::Safetensors { .. } => self.stored(name, expected)?,
+            Source::Gguf { .. } => self.get_raw(name, expected)?,
+        };
+        Ok(self.place(tensor))
     }
 
     /// Like `get`, but `None` when the checkpoint does not have the tensor.

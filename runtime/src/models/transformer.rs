@@ -117,20 +117,26 @@ impl Transformer {
         }
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let row_split = if w.device() == tch::Device::Cpu { RowSplit::new(threads) } else { None };
-        let mut lm_head = Linear::dense(lm_head, None);
-        if device::bf16_in_f32(w.device(), embed.kind()) {
+        let lm_head = Linear::dense(lm_head, None);
+        let mut model = Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes, row_split };
+        if device::bf16_in_f32(model.device(), model.kind()) {
             // See `device::cpu_has_native_bf16`: the projections multiply in f32 (the token
             // embedding stays a bf16 lookup table; the head gets its own f32 copy when tied).
             tracing::info!("this CPU has no native bf16: bf16 projections and attention compute in f32 and round to bf16");
-            for layer in &mut layers {
-                let (attn, mlp) = (&mut layer.attn, &mut layer.mlp);
-                for linear in [&mut attn.qkv, &mut attn.o, &mut mlp.gate_up, &mut mlp.down] {
-                    *linear = linear.widened();
-                }
-            }
-            lm_head = lm_head.widened();
+            model.map_projections(Linear::widened);
         }
-        Ok(Transformer { norm: norm("model.norm.weight", h)?, spec, embed, layers, lm_head, ropes, row_split })
+        Ok(model)
+    }
+
+    /// Replaces every projection (the layers' and the output head's) by `f` of it.
+    fn map_projections(&mut self, f: impl Fn(&Linear) -> Linear) {
+        for layer in &mut self.layers {
+            let (attn, mlp) = (&mut layer.attn, &mut layer.mlp);
+            for linear in [&mut attn.qkv, &mut attn.o, &mut mlp.gate_up, &mut mlp.down] {
+                *linear = f(linear);
+            }
+        }
+        self.lm_head = f(&self.lm_head);
     }
 
     /// Stores every projection (the layers' and the output head; the token embedding stays a
@@ -149,12 +155,7 @@ impl Transformer {
             return Err(LoadError::Device(format!("--weights int8 runs on the CPU only (this model is on {:?})", self.device())));
         }
         let _no_grad = tch::no_grad_guard();
-        for layer in &mut self.layers {
-            for linear in [&mut layer.attn.qkv, &mut layer.attn.o, &mut layer.mlp.gate_up, &mut layer.mlp.down] {
-                *linear = linear.to_int8();
-            }
-        }
-        self.lm_head = self.lm_head.to_int8();
+        self.map_projections(Linear::to_int8);
         Ok(())
     }
 
