@@ -38,6 +38,10 @@ pub enum AgreementMode {
 pub struct ThoughtsConfig {
     /// The pipeline's name in the runtime.
     pub pipeline: String,
+    /// A digest of the pipeline's manifest and checkpoint files, so that a resumed run refuses a
+    /// pipeline retrained (or trained further) since it started instead of mixing two.
+    #[serde(default)]
+    pub checkpoints: String,
     /// Later rounds also show the other agents' responses as text (the prefix comes on top);
     /// false: the prefix replaces them.
     pub show_text: bool,

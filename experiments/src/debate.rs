@@ -12,6 +12,10 @@ use agents::results::RunWriter;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use thoughtcomm::pipeline::{PipelineManifest, MANIFEST_FILE};
+
+use crate::models;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ModeArg {
@@ -152,6 +156,7 @@ impl DebateArgs {
         let thoughts = match (self.mode, &self.thoughts) {
             (ModeArg::Thoughtcomm, Some(dir)) => Some(ThoughtsConfig {
                 pipeline: pipeline_name(dir),
+                checkpoints: pipeline_digest(dir)?,
                 show_text: !self.hide_text,
                 routing: match self.routing {
                     RoutingArg::Routed => RoutingMode::Routed,
@@ -247,6 +252,24 @@ fn pipeline_name(dir: &std::path::Path) -> String {
     dir.display().to_string()
 }
 
+/// sha256 (first 16 hex digits) over the pipeline's manifest and every file it names, with the
+/// JSON config beside each checkpoint (an adapter's holds its step).
+fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
+    let manifest = PipelineManifest::read(dir).with_context(|| format!("reading the thought pipeline in {}", dir.display()))?;
+    let mut hasher = Sha256::new();
+    models::hash_file(&mut hasher, &dir.join(MANIFEST_FILE))?;
+    let parts = [&manifest.autoencoder, &manifest.structure].into_iter().chain(manifest.adapters.values());
+    for part in parts {
+        let path = dir.join(part);
+        models::hash_file(&mut hasher, &path)?;
+        let config = path.with_extension("json");
+        if config != path && config.is_file() {
+            models::hash_file(&mut hasher, &config)?;
+        }
+    }
+    Ok(models::hex(&hasher.finalize()[..8]))
+}
+
 fn grader_of(format: &str) -> anyhow::Result<Grader> {
     Ok(match format.parse::<AnswerFormat>()? {
         AnswerFormat::Math => Grader::Math,
@@ -331,4 +354,36 @@ pub fn run(args: DebateArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use thoughtcomm::pipeline::PipelineAgent;
+
+    #[test]
+    fn the_digest_follows_every_checkpoint_file_and_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifest = PipelineManifest::new(vec![PipelineAgent { model: "m".into(), hidden_size: 4 }], 1);
+        manifest.adapters.insert("m".into(), PipelineManifest::adapter_file("m"));
+        manifest.write(dir.path()).unwrap();
+        let files = ["autoencoder.safetensors", "autoencoder.json", "structure.json", "adapter-m.safetensors", "adapter-m.json"];
+        for f in files {
+            std::fs::write(dir.path().join(f), f).unwrap();
+        }
+        let digest = pipeline_digest(dir.path()).unwrap();
+        assert_eq!(digest.len(), 16);
+        // Files the manifest does not name (the collected run, the autoencoder's training folder) do not count.
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        assert_eq!(pipeline_digest(dir.path()).unwrap(), digest);
+        for f in files {
+            std::fs::write(dir.path().join(f), format!("{f} trained further")).unwrap();
+            let changed = pipeline_digest(dir.path()).unwrap();
+            assert_ne!(changed, digest, "{f}");
+            std::fs::write(dir.path().join(f), f).unwrap();
+        }
+        std::fs::remove_file(dir.path().join("adapter-m.safetensors")).unwrap();
+        let err = pipeline_digest(dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("adapter-m.safetensors"), "{err:#}");
+    }
 }

@@ -50,15 +50,24 @@ pub fn run(args: ModelsArgs) -> anyhow::Result<()> {
 }
 
 fn sha256_of(path: &std::path::Path) -> anyhow::Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut hasher = Sha256::new();
+    hash_file(&mut hasher, path)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Feeds every byte of `path` to `hasher`.
+pub fn hash_file(hasher: &mut Sha256, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = file.read(&mut buf).with_context(|| format!("{}: read failed", path.display()))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
