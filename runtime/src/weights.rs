@@ -128,31 +128,30 @@ impl Weights {
     /// The tensor `name` (HF naming), checked against the expected shape, in f32 on the CPU
     /// (callers transform it, e.g. un-permute, before `place`).
     pub fn get_raw(&self, name: &str, expected: &[i64]) -> Result<Tensor, LoadError> {
-        let tensor = match &self.source {
+        Ok(self.stored(name, expected)?.to_kind(Kind::Float))
+    }
+
+    /// A tensor as the file holds it, on the CPU: a safetensors tensor in its stored dtype, a GGUF
+    /// tensor dequantized to f32.
+    fn stored(&self, name: &str, expected: &[i64]) -> Result<Tensor, LoadError> {
+        match &self.source {
             Source::Gguf { file, renames } => {
                 let gname = gguf_name(name, renames).ok_or_else(|| self.missing(name))?;
                 let info = file.tensor_info(&gname).ok_or_else(|| self.missing(&gname))?;
                 let shape = info.shape();
                 check_shape(&self.path, &gname, &shape, expected)?;
                 let values = file.dequantize(&gname)?;
-                Tensor::from_slice(&values).reshape(&shape)
+                Ok(Tensor::from_slice(&values).reshape(&shape))
             }
-            Source::Safetensors { .. } => self.stored(name, expected)?.to_kind(Kind::Float),
-        };
-        Ok(tensor)
-    }
-
-    /// A safetensors tensor in its stored dtype, on the CPU.
-    fn stored(&self, name: &str, expected: &[i64]) -> Result<Tensor, LoadError> {
-        let Source::Safetensors { paths, maps, index } = &self.source else {
-            return Err(self.missing(name));
-        };
-        let entry = index.get(name).ok_or_else(|| self.missing(name))?;
-        check_shape(&paths[entry.file], name, &entry.shape, expected)?;
-        let bytes = maps[entry.file]
-            .get(entry.start..entry.end)
-            .ok_or_else(|| file_err(&paths[entry.file], format!("tensor '{name}' lies outside the file")))?;
-        Ok(Tensor::f_from_data_size(bytes, &entry.shape, entry.kind)?)
+            Source::Safetensors { paths, maps, index } => {
+                let entry = index.get(name).ok_or_else(|| self.missing(name))?;
+                check_shape(&paths[entry.file], name, &entry.shape, expected)?;
+                let bytes = maps[entry.file]
+                    .get(entry.start..entry.end)
+                    .ok_or_else(|| file_err(&paths[entry.file], format!("tensor '{name}' lies outside the file")))?;
+                Ok(Tensor::f_from_data_size(bytes, &entry.shape, entry.kind)?)
+            }
+        }
     }
 
     /// Moves a (possibly transformed) weight to the model's device and compute dtype.
@@ -160,16 +159,12 @@ impl Weights {
         tensor.to_device(self.device).to_kind(self.kind)
     }
 
-    /// `get_raw` followed by `place`. A safetensors tensor skips the f32 step: it travels to the
+    /// `stored` followed by `place`. A safetensors tensor skips the f32 step: it travels to the
     /// device in its stored dtype and is cast there (the same values: every cast between these
     /// float types rounds through f32), which halves the bytes moved and the peak memory of a
     /// bf16 checkpoint.
     pub fn get(&self, name: &str, expected: &[i64]) -> Result<Tensor, LoadError> {
-        let tensor = match &self.source {
-            Source::Safetensors { .. } => self.stored(name, expected)?,
-            Source::Gguf { .. } => self.get_raw(name, expected)?,
-        };
-        Ok(self.place(tensor))
+        Ok(self.place(self.stored(name, expected)?))
     }
 
     /// Like `get`, but `None` when the checkpoint does not have the tensor.
