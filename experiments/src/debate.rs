@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
-use thoughtcomm::pipeline::{PipelineManifest, MANIFEST_FILE};
+use thoughtcomm::pipeline::PipelineManifest;
 
 use crate::models;
 
@@ -253,11 +253,12 @@ fn pipeline_name(dir: &std::path::Path) -> String {
 }
 
 /// sha256 (first 16 hex digits) over the pipeline's manifest and every file it names, with the
-/// JSON config beside each checkpoint (an adapter's holds its step).
+/// JSON config beside each checkpoint (an adapter's holds its step). The manifest's provenance is
+/// left out: `tcomm train` rewrites it when rerun on a finished pipeline, which changes no weight.
 fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
     let manifest = PipelineManifest::read(dir).with_context(|| format!("reading the thought pipeline in {}", dir.display()))?;
     let mut hasher = Sha256::new();
-    models::hash_file(&mut hasher, &dir.join(MANIFEST_FILE))?;
+    hasher.update(serde_json::to_vec(&PipelineManifest { provenance: serde_json::Value::Null, ..manifest.clone() })?);
     let parts = [&manifest.autoencoder, &manifest.structure].into_iter().chain(manifest.adapters.values());
     for part in parts {
         let path = dir.join(part);
@@ -376,6 +377,15 @@ mod tests {
         // Files the manifest does not name (the collected run, the autoencoder's training folder) do not count.
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         assert_eq!(pipeline_digest(dir.path()).unwrap(), digest);
+        // Nor does the provenance (rewritten by a rerun of `tcomm train`), but the manifest's substance does.
+        manifest.provenance = serde_json::json!({ "losses": null });
+        manifest.write(dir.path()).unwrap();
+        assert_eq!(pipeline_digest(dir.path()).unwrap(), digest);
+        manifest.layer = 2;
+        manifest.write(dir.path()).unwrap();
+        assert_ne!(pipeline_digest(dir.path()).unwrap(), digest);
+        manifest.layer = 1;
+        manifest.write(dir.path()).unwrap();
         for f in files {
             std::fs::write(dir.path().join(f), format!("{f} trained further")).unwrap();
             let changed = pipeline_digest(dir.path()).unwrap();
