@@ -252,21 +252,15 @@ fn pipeline_name(dir: &std::path::Path) -> String {
     dir.display().to_string()
 }
 
-/// sha256 (first 16 hex digits) over the pipeline's manifest and every file it names, with the
-/// JSON config beside each checkpoint (an adapter's holds its step). The manifest's provenance is
-/// left out: `tcomm train` rewrites it when rerun on a finished pipeline, which changes no weight.
+/// sha256 (first 16 hex digits) over the pipeline's manifest and its `part_files`. The manifest's
+/// provenance is left out: `tcomm train` rewrites it when rerun on a finished pipeline, which
+/// changes no weight.
 fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
     let manifest = PipelineManifest::read(dir).with_context(|| format!("reading the thought pipeline in {}", dir.display()))?;
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(&PipelineManifest { provenance: serde_json::Value::Null, ..manifest.clone() })?);
-    let parts = [&manifest.autoencoder, &manifest.structure].into_iter().chain(manifest.adapters.values());
-    for part in parts {
-        let path = dir.join(part);
+    for path in manifest.part_files(dir) {
         models::hash_file(&mut hasher, &path)?;
-        let config = path.with_extension("json");
-        if config != path && config.is_file() {
-            models::hash_file(&mut hasher, &config)?;
-        }
     }
     Ok(models::hex(&hasher.finalize()[..8]))
 }

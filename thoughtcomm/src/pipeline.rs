@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::adapter::PrefixAdapter;
-use crate::checkpoint::{read_json, write_json};
+use crate::checkpoint::{config_path, read_json, write_json};
 use crate::error::{Result, ThoughtError};
 use crate::routing::{Agreement, Routing, RoutingPlan};
 use crate::states::AgentStates;
@@ -74,6 +74,19 @@ impl PipelineManifest {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         write_json(&dir.join(MANIFEST_FILE), self)
+    }
+
+    /// The files of the pipeline in `dir` that the manifest names, in its order, each checkpoint
+    /// followed by the JSON config beside it (which holds, e.g., an adapter's step).
+    pub fn part_files(&self, dir: &Path) -> Vec<PathBuf> {
+        let parts = [&self.autoencoder, &self.structure].into_iter().chain(self.adapters.values());
+        parts
+            .flat_map(|part| {
+                let path = dir.join(part);
+                let config = config_path(&path);
+                if config != path && config.is_file() { vec![path, config] } else { vec![path] }
+            })
+            .collect()
     }
 
     /// The file name an adapter for `model` gets in the pipeline folder.
