@@ -58,6 +58,10 @@ pub struct AgentThoughtRecord {
     pub private: u32,
     pub agreement_weights: Vec<f64>,
     pub prefix_norm: f64,
+    /// Norm of the routed thoughts in the adapter's standardized units (about sqrt(routed
+    /// thoughts) on training-like states); absent in records written before it existed.
+    #[serde(default)]
+    pub thought_norm: Option<f64>,
 }
 
 /// The thoughts composed after round `after_round` for the next one, and where the time went.
@@ -146,6 +150,7 @@ pub async fn compose(
                 private: a.private_thoughts,
                 agreement_weights: a.agreement_weights.clone(),
                 prefix_norm: a.prefix_norm,
+                thought_norm: Some(a.thought_norm),
             })
             .collect(),
         state_cosine: reply.state_cosine.is_finite().then_some(reply.state_cosine),

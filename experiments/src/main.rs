@@ -75,7 +75,7 @@ fn main() {
         Command::Debate(args) => debate::run(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::TrainAe(args) => train::train_ae(args),
+        Command::TrainAe(args) => train::train_ae(args).map(|_| ()),
         Command::TrainAdapter(args) => train_adapter::run(args),
         Command::Train(args) => train_pipeline::run(args),
         Command::Experiment(args) => experiment::run(args),

@@ -12,6 +12,11 @@ struct ThoughtTotals {
     shared: f64,
     private: f64,
     prefix_norm: f64,
+    /// Sums over the agent records that have a thought norm (older records do not), and of
+    /// sqrt(routed thoughts), its expected size on training-like states, over the same records.
+    thought_norm: f64,
+    expected_thought_norm: f64,
+    thought_norm_count: usize,
     cosine_sum: f64,
     cosine_count: usize,
     compose_s: f64,
@@ -40,6 +45,11 @@ fn totals(results: &[ProblemResult]) -> Option<ThoughtTotals> {
                 t.shared += f64::from(a.shared);
                 t.private += f64::from(a.private);
                 t.prefix_norm += a.prefix_norm;
+                if let Some(norm) = a.thought_norm {
+                    t.thought_norm += norm;
+                    t.expected_thought_norm += f64::from(a.shared + a.private).sqrt();
+                    t.thought_norm_count += 1;
+                }
             }
         }
     }
@@ -54,16 +64,24 @@ pub fn section(runs: &[(&str, &[ProblemResult])]) -> Option<String> {
     }
     let mut md = String::from(
         "\nThought communication (per agent and composition: routed thoughts and prefix norm; state cosine: mean pairwise \
-         cosine of the agents' states, near 1 = hard to tell apart; overhead: ComposeThoughts calls as a share of the wall time):\n\n\
-         | run | compositions | shared / agent | private / agent | prefix norm | state cosine | compose ms (server part) | overhead |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         cosine of the agents' states, near 1 = hard to tell apart; thought norm: the routed thoughts' norm in the adapter's \
+         standardized units, against sqrt(routed thoughts), its size on states like the training ones: far above it, the \
+         states lie outside what the pipeline was trained on; overhead: ComposeThoughts calls as a share of the wall time):\n\n\
+         | run | compositions | shared / agent | private / agent | prefix norm | thought norm (expected) | state cosine | compose ms (server part) | overhead |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for (name, t) in rows {
         let per_agent = |x: f64| x / t.agent_records.max(1) as f64;
         let cosine = if t.cosine_count > 0 { format!("{:.3}", t.cosine_sum / t.cosine_count as f64) } else { "-".into() };
         let per_call = |s: f64| 1000.0 * s / t.compositions.max(1) as f64;
+        let thought_norm = if t.thought_norm_count > 0 {
+            let n = t.thought_norm_count as f64;
+            format!("{:.1} ({:.1})", t.thought_norm / n, t.expected_thought_norm / n)
+        } else {
+            "-".into()
+        };
         md.push_str(&format!(
-            "| {name} | {} | {:.1} | {:.1} | {:.2} | {cosine} | {:.1} ({:.1}) | {:.2}% |\n",
+            "| {name} | {} | {:.1} | {:.1} | {:.2} | {thought_norm} | {cosine} | {:.1} ({:.1}) | {:.2}% |\n",
             t.compositions,
             per_agent(t.shared),
             per_agent(t.private),

@@ -29,8 +29,11 @@ pub struct TrainAeArgs {
     /// k, the number of latent thoughts.
     #[arg(long, default_value_t = 64)]
     pub latent_dim: i64,
-    /// Weight of the decoder-Jacobian penalty (0: a plain autoencoder).
-    #[arg(long = "lambda", default_value_t = 1e-3)]
+    /// Weight of the decoder-Jacobian penalty (0: a plain autoencoder). The penalty sums over
+    /// all n_h x k Jacobian entries while the reconstruction is a mean, so the weight that suits
+    /// model states (n_h = agents x hidden size, thousands) is far below the synthetic
+    /// benchmark's 1e-3, which switches the decoder off on them (see the README's sweep).
+    #[arg(long = "lambda", default_value_t = 3e-5)]
     pub lambda: f64,
     /// paper, column-norm, group or log (see `tcomm identifiability --help`).
     #[arg(long, default_value_t = Estimator::default())]
@@ -53,6 +56,10 @@ pub struct TrainAeArgs {
     pub aggregate: Aggregate,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Another debate run with saved states (e.g. dev problems) on which the explained variance
+    /// is also reported: how well the autoencoder generalizes beyond its training states.
+    #[arg(long)]
+    pub held_out: Option<PathBuf>,
     /// Output folder: autoencoder.safetensors/.json, structure.json, structure.png.
     #[arg(long)]
     pub out: PathBuf,
@@ -77,18 +84,38 @@ pub fn advance(bar: &ProgressBar, what: &str, position: u64) {
     bar.set_position(position);
 }
 
-/// `tcomm train-ae`.
-pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<()> {
+/// Below this share of the states' variance reconstructed, the autoencoder's latents carry
+/// (almost) nothing: typically a --lambda too strong for the states' size, whose penalty sums
+/// over all n_h x k Jacobian entries while the reconstruction is a mean per entry.
+pub const MIN_EXPLAINED_VARIANCE: f64 = 0.05;
+
+/// `tcomm train-ae`; returns the share of the training states' variance the autoencoder
+/// reconstructs (a warning is printed when it is below [`MIN_EXPLAINED_VARIANCE`]).
+pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<f64> {
     let run = Trajectories::load(&args.states)?;
     let (ae, structure) = fit_autoencoder(&run, &args)?;
+    let states = run.agent_states()?;
+    let explained = ae.explained_variance(&states)?;
     println!("{}", describe_structure(&structure));
     println!(
-        "autoencoder: {} samples, step {}, written to {}",
-        run.agent_states()?.samples(),
+        "autoencoder: {} samples, step {}, explained variance of the states {explained:.3}, written to {}",
+        states.samples(),
         ae.step(),
         args.out.join(AE_FILE).display()
     );
-    Ok(())
+    if let Some(dir) = &args.held_out {
+        let held_out = Trajectories::load(dir)?.agent_states()?;
+        let explained = ae.explained_variance(&held_out)?;
+        println!("held-out states ({}): {} samples, explained variance {explained:.3}", dir.display(), held_out.samples());
+    }
+    if explained < MIN_EXPLAINED_VARIANCE {
+        tracing::warn!(
+            explained,
+            lambda = args.lambda,
+            "the autoencoder reconstructs almost none of the states: its latents carry no thoughts; lower --lambda"
+        );
+    }
+    Ok(explained)
 }
 
 /// Trains (or resumes) the autoencoder on the run's states and writes it with its structure.

@@ -85,7 +85,8 @@ pub struct TrainArgs {
     pub state_layer: Option<u32>,
     #[arg(long, default_value_t = 64)]
     pub latent_dim: i64,
-    #[arg(long = "lambda", default_value_t = 1e-3)]
+    /// Weight of the autoencoder's Jacobian penalty (see `tcomm train-ae --help`).
+    #[arg(long = "lambda", default_value_t = 3e-5)]
     pub lambda: f64,
     #[arg(long, default_value_t = 3000)]
     pub ae_steps: u64,
@@ -145,7 +146,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     ae_args.lambda = args.lambda;
     ae_args.steps = args.ae_steps;
     ae_args.seed = setup.seed;
-    train::train_ae(ae_args)?;
+    let lambda = ae_args.lambda;
+    let explained = train::train_ae(ae_args)?;
+    // An adapter trained on latents that carry nothing costs hours and injects noise.
+    if explained < train::MIN_EXPLAINED_VARIANCE {
+        anyhow::bail!(
+            "the autoencoder in {dir} reconstructs {:.1}% of the states' variance (at least {:.0}% needed): with --lambda {lambda} \
+             the Jacobian penalty switched its decoder off. Remove {dir} and rerun with a smaller --lambda (the collected states are kept)",
+            100.0 * explained,
+            100.0 * train::MIN_EXPLAINED_VARIANCE,
+            dir = ae_dir.display(),
+        );
+    }
 
     eprintln!("[3/3] training the prefix adapter(s) into {}", args.out.display());
     let mut adapter_args = adapter_args(&collect, &ae_dir, &args.out, setup, &args.objective)?;

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use agents::answer::{self, Grader};
 use agents::results::read_results;
-use agents::thoughts::ThoughtRoundRecord;
+use agents::thoughts::{AgentThoughtRecord, ThoughtRoundRecord};
 use thoughtcomm::ThoughtStructure;
 
 fn tcomm(args: &[&str]) -> Output {
@@ -81,6 +81,7 @@ fn thoughtcomm_trains_debates_records_and_reports() {
             assert_eq!((a.shared as usize, a.private as usize), (structure.shared(i).len(), structure.private(i).len()), "agent {i}");
             assert_eq!(a.agreement_weights.len(), 4);
             assert!(a.prefix_norm.is_finite() && a.prefix_norm > 0.0);
+            assert!(a.thought_norm.is_some_and(|n| n.is_finite() && n > 0.0), "{:?}", a.thought_norm);
         }
         let cosine = record.state_cosine.expect("same-size states");
         assert!((-1.0..=1.0).contains(&cosine));
@@ -99,6 +100,15 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     let compose: f64 = results.iter().flat_map(|r| serde_json::from_value::<Vec<ThoughtRoundRecord>>(r.thoughts.as_ref().unwrap()["rounds"].clone()).unwrap()).map(|t| t.compose_s).sum();
     let wall: f64 = results.iter().map(|r| r.wall_time_s).sum();
     assert!(row.ends_with(&format!("| {:.2}% |", 100.0 * compose / wall)), "{row}");
+    let records: Vec<AgentThoughtRecord> = results
+        .iter()
+        .flat_map(|r| serde_json::from_value::<Vec<ThoughtRoundRecord>>(r.thoughts.as_ref().unwrap()["rounds"].clone()).unwrap())
+        .flat_map(|t| t.agents)
+        .collect();
+    let mean = |f: &dyn Fn(&AgentThoughtRecord) -> f64| records.iter().map(f).sum::<f64>() / records.len() as f64;
+    let thought_norm = mean(&|a| a.thought_norm.unwrap_or(f64::NAN));
+    let expected = mean(&|a| f64::from(a.shared + a.private).sqrt());
+    assert!(row.contains(&format!("| {thought_norm:.1} ({expected:.1}) |")), "{row}");
 
     // Reading (b) of the objective trains from the same states and autoencoder: y_ref sampled
     // without the prefix once per turn, y_gen with it at every step.
@@ -125,4 +135,19 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     let missing = debate(&dir.path().join("nowhere"), &dir.path().join("none"), "3");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("manifest.json"));
+
+    // A penalty that switches the decoder off stops `tcomm train` before any adapter is trained
+    // (the collected debates are reused through a link: the collection step finds them done).
+    let collapsed = dir.path().join("collapsed");
+    std::fs::create_dir(&collapsed).unwrap();
+    std::os::unix::fs::symlink(pipeline.join("collect"), collapsed.join("collect")).unwrap();
+    let stopped = tcomm(&[
+        "train", "--model", "smollm2-135m", "--dataset", "gsm8k", "--limit", "2", "--max-new-tokens", "16", "--latent-dim", "8",
+        "--lambda", "10", "--ae-steps", "100", "--adapter-steps", "3", "--out", path(&collapsed),
+    ]);
+    assert!(!stopped.status.success());
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stderr.contains("of the states' variance") && stderr.contains("smaller --lambda"), "{stderr}");
+    assert!(collapsed.join("ae/autoencoder.safetensors").is_file());
+    assert!(!collapsed.join("adapter-smollm2-135m.safetensors").exists() && !collapsed.join("manifest.json").exists());
 }

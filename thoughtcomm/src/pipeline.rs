@@ -117,6 +117,9 @@ pub struct AgentThoughts {
     pub weights: Vec<f64>,
     /// Mean l2 norm of the prefix vectors.
     pub prefix_norm: f64,
+    /// l2 norm of the routed thoughts the adapter read (standardized by the training latents:
+    /// about sqrt(routed thoughts) on training-like states).
+    pub thought_norm: f64,
 }
 
 /// One round's composition: a prefix per agent (`[m, hidden_i]`, on the adapter's device) and
@@ -270,6 +273,7 @@ impl ThoughtPipeline {
                     private: plan.private_count(i),
                     weights: Vec::<f64>::try_from(weights.to_kind(Kind::Double).to_device(Device::Cpu))?,
                     prefix_norm: norm,
+                    thought_norm: thoughts.norm().double_value(&[]),
                 });
                 prefixes.push(prefix);
             }

@@ -166,6 +166,20 @@ impl ThoughtAutoencoder {
         Ok(tch::no_grad(|| self.net.encoder.forward(&x)))
     }
 
+    /// The share of the states' variance the autoencoder reconstructs (R², in the normalized
+    /// space the loss works in, around the states' own means): near 0 when the Jacobian penalty
+    /// has switched the decoder off, so that its latents carry no thoughts.
+    pub fn explained_variance(&self, states: &AgentStates) -> Result<f64> {
+        let x = self.normalize(states)?;
+        let x_hat = tch::no_grad(|| self.net.decoder.forward(&self.net.encoder.forward(&x)));
+        let residual = (x_hat - &x).square().sum(Kind::Double).double_value(&[]);
+        let total = (&x - x.mean_dim(0, true, Kind::Float)).square().sum(Kind::Double).double_value(&[]);
+        if total <= 0.0 {
+            return Err(ThoughtError::Empty("the states do not vary: there is no variance to explain".into()));
+        }
+        Ok(1.0 - residual / total)
+    }
+
     /// States (`[samples, n_h]`, original units) decoded from latents `z` (`[samples, k]`).
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         let norm = self.normalization.as_ref().ok_or_else(|| {

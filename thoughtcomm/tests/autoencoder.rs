@@ -99,4 +99,18 @@ fn decode_inverts_normalization_and_reconstructs() {
     let h_hat = ae.decode(&ae.encode(&s).expect("encode")).expect("decode");
     let rel = (&h_hat - s.h()).square().mean(Kind::Float) / s.h().var(true);
     assert!(rel.double_value(&[]) < 0.1, "relative reconstruction error {}", rel.double_value(&[]));
+    let explained = ae.explained_variance(&s).expect("explained variance");
+    assert!(explained > 0.9, "explained variance {explained}");
+}
+
+/// A penalty far too strong for the states' size switches the decoder off (it outputs the mean):
+/// the explained variance, which `tcomm train` checks, shows it.
+#[test]
+fn a_collapsed_autoencoder_explains_no_variance() {
+    one_thread();
+    let s = states(3);
+    let mut ae = ThoughtAutoencoder::new(AutoencoderConfig { lambda: 10.0, ..config(Estimator::Log) }, train()).expect("new");
+    ae.fit(&s, 1500).expect("fit");
+    let explained = ae.explained_variance(&s).expect("explained variance");
+    assert!(explained < 0.05, "explained variance {explained}");
 }

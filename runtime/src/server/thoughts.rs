@@ -222,6 +222,7 @@ pub async fn compose(
             private_thoughts: thoughts.private as u32,
             agreement_weights: thoughts.weights,
             prefix_norm: thoughts.prefix_norm,
+            thought_norm: thoughts.thought_norm,
         });
     }
     Ok(pb::ComposeThoughtsResponse {

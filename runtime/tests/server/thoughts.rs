@@ -87,6 +87,7 @@ async fn thoughts_are_kept_composed_and_injected_in_the_server() {
     let expected = local.compose(&visible, &ComposeOptions::default()).unwrap();
     for (a, (got, want)) in reply.agents.iter().zip(&expected.agents).enumerate() {
         assert!((got.prefix_norm - want.prefix_norm).abs() < 1e-4, "agent {a}: prefix norm {} vs {}", got.prefix_norm, want.prefix_norm);
+        assert!((got.thought_norm - want.thought_norm).abs() < 1e-4, "agent {a}: thought norm {} vs {}", got.thought_norm, want.thought_norm);
         assert_eq!((got.shared_thoughts as usize, got.private_thoughts as usize), (want.shared, want.private));
         assert_eq!(got.agreement_weights.len(), 3);
     }
