@@ -144,6 +144,9 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         .zip(states.block_sizes())
         .map(|(a, &hidden_size)| PipelineAgent { model: a.model.clone(), hidden_size })
         .collect();
+    // A rerun that finds an adapter already trained runs no step: it keeps the losses that the
+    // earlier run recorded for that adapter, instead of overwriting them with nulls.
+    let earlier = PipelineManifest::read(&args.out).ok().map(|m| m.provenance).unwrap_or_default();
     let mut manifest = PipelineManifest::new(agents, run.layer);
     let ae_json = thoughtcomm::config_path(&ae_path);
     copy_into(&ae_path, &args.out.join(&manifest.autoencoder))?;
@@ -219,7 +222,13 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         }
         progress.finish();
         adapter.save(&path)?;
-        losses.insert(model_name.clone(), serde_json::json!({ "examples": examples.len(), "first": first, "last": last }));
+        let recorded = &earlier["losses"][&model_name];
+        let loss = if first.is_none() && earlier["adapter_steps"] == adapter.step() && !recorded.is_null() {
+            recorded.clone()
+        } else {
+            serde_json::json!({ "examples": examples.len(), "first": first, "last": last })
+        };
+        losses.insert(model_name.clone(), loss);
         manifest.adapters.insert(model_name, file);
     }
     manifest.provenance = serde_json::json!({

@@ -44,6 +44,16 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     assert_eq!(manifest["layer"], 20, "2/3 of smollm2's 30 layers");
     assert_eq!(manifest["agents"].as_array().map(Vec::len), Some(3));
     assert_eq!(manifest["provenance"]["adapter_steps"], 3);
+    // Rerunning the finished pipeline trains nothing and keeps the recorded losses.
+    let rerun = tcomm(&[
+        "train", "--model", "smollm2-135m", "--dataset", "gsm8k", "--limit", "2", "--max-new-tokens", "16", "--latent-dim", "8",
+        "--ae-steps", "100", "--adapter-steps", "3", "--out", path(&pipeline),
+    ]);
+    assert!(rerun.status.success());
+    let reread: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pipeline.join("manifest.json")).unwrap()).unwrap();
+    let losses = &manifest["provenance"]["losses"]["smollm2-135m"];
+    assert!(losses["last"]["total"].is_f64(), "{losses}");
+    assert_eq!(&reread["provenance"]["losses"]["smollm2-135m"], losses);
     let collected = read_results(&pipeline.join("collect")).unwrap();
     assert_eq!(collected.len(), 2);
     assert!(collected.iter().all(|r| r.id.starts_with("gsm8k/train/")), "trained on the training split");
