@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use thoughtcomm::{
-    Aggregate, AutoencoderConfig, Estimator, StructureConfig, ThoughtAutoencoder, ThoughtStructure, TrainConfig,
+    AgentStates, Aggregate, AutoencoderConfig, Estimator, StructureConfig, ThoughtAutoencoder, ThoughtStructure, TrainConfig,
 };
 
 use crate::structure_plot;
@@ -92,9 +92,8 @@ pub const MIN_EXPLAINED_VARIANCE: f64 = 0.05;
 /// `tcomm train-ae`; returns the share of the training states' variance the autoencoder
 /// reconstructs (a warning is printed when it is below [`MIN_EXPLAINED_VARIANCE`]).
 pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<f64> {
-    let run = Trajectories::load(&args.states)?;
-    let (ae, structure) = fit_autoencoder(&run, &args)?;
-    let states = run.agent_states()?;
+    let states = Trajectories::load(&args.states)?.agent_states()?;
+    let (ae, structure) = fit_autoencoder(&states, &args)?;
     let explained = ae.explained_variance(&states)?;
     println!("{}", describe_structure(&structure));
     println!(
@@ -118,9 +117,8 @@ pub fn train_ae(args: TrainAeArgs) -> anyhow::Result<f64> {
     Ok(explained)
 }
 
-/// Trains (or resumes) the autoencoder on the run's states and writes it with its structure.
-pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result<(ThoughtAutoencoder, ThoughtStructure)> {
-    let states = run.agent_states()?;
+/// Trains (or resumes) the autoencoder on a run's states and writes it with its structure.
+fn fit_autoencoder(states: &AgentStates, args: &TrainAeArgs) -> anyhow::Result<(ThoughtAutoencoder, ThoughtStructure)> {
     let config = AutoencoderConfig {
         block_sizes: states.block_sizes().to_vec(),
         latent_dim: args.latent_dim,
@@ -149,7 +147,7 @@ pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result
     const CHUNK: u64 = 50;
     while ae.step() < args.steps {
         let steps = CHUNK.min(args.steps - ae.step());
-        let report = ae.fit(&states, steps)?;
+        let report = ae.fit(states, steps)?;
         bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
         advance(&bar, "autoencoder", ae.step());
         // Saved as it goes: a killed run resumes from the last chunk.
@@ -158,7 +156,7 @@ pub fn fit_autoencoder(run: &Trajectories, args: &TrainAeArgs) -> anyhow::Result
     bar.finish();
     ae.save(&path)?;
     let structure_config = StructureConfig { aggregate: args.aggregate, threshold: args.threshold };
-    let structure = ThoughtStructure::recover(&ae, &states, &structure_config)?;
+    let structure = ThoughtStructure::recover(&ae, states, &structure_config)?;
     let json = serde_json::to_string_pretty(&structure)?;
     std::fs::write(args.out.join(STRUCTURE_FILE), json).with_context(|| format!("{}: cannot write the structure", args.out.display()))?;
     structure_plot::heatmap(&args.out.join("structure.png"), &structure)?;
