@@ -6,7 +6,7 @@
 //! each agent a prefix made from the thoughts routed to it; see `thoughts`). All agents of a round
 //! are sent at once so the runtime batches them; several problems run concurrently for fuller
 //! batches.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -82,11 +82,37 @@ pub struct DebateConfig {
     /// ThoughtComm mode's pipeline and ablations (absent for the other modes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thoughts: Option<ThoughtsConfig>,
+    /// Text debate only: the run (folder, as given) whose first round this run takes instead of
+    /// generating its own, so that two arms share round 1 and differ only by what comes after.
+    /// Sampling cannot give that: batch composition changes the logits' last bits, and with a
+    /// temperature the same seed then draws other tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_round_from: Option<String>,
 }
 
 impl DebateConfig {
     pub fn is_math(&self) -> bool {
         self.grader == Grader::Math
+    }
+
+    /// What differs between this run and `source` that shapes a first-round turn (empty when
+    /// `source`'s first round can stand for this run's). The source's thoughts do not count:
+    /// they first act in round 2.
+    pub fn first_round_mismatch(&self, source: &DebateConfig) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        if !source.mode.debates() {
+            differ.push("mode (the source must be a text or thoughtcomm debate)");
+        }
+        let checks = [
+            ("dataset", self.dataset == source.dataset),
+            ("split", self.split == source.split),
+            ("grader", self.grader == source.grader),
+            ("agents", self.agents == source.agents),
+            ("max_new_tokens", self.max_new_tokens == source.max_new_tokens),
+            ("seed", self.seed == source.seed),
+        ];
+        differ.extend(checks.iter().filter(|(_, same)| !same).map(|(key, _)| *key));
+        differ
     }
 }
 
@@ -124,6 +150,8 @@ pub struct Debate {
     config: Arc<DebateConfig>,
     client: RuntimeClient,
     agent_ids: Arc<Vec<String>>,
+    /// Problem id -> the first-round turns taken from `config.first_round_from`.
+    first_rounds: Arc<HashMap<String, Vec<AgentTurn>>>,
 }
 
 impl Debate {
@@ -141,7 +169,27 @@ impl Debate {
         for agent in &config.agents {
             agent_ids.push(client.create_agent(&agent.model, &agent.role, None).await?.id);
         }
-        Ok(Debate { config: Arc::new(config), client, agent_ids: Arc::new(agent_ids) })
+        Ok(Debate { config: Arc::new(config), client, agent_ids: Arc::new(agent_ids), first_rounds: Arc::default() })
+    }
+
+    /// The first-round turns of `config.first_round_from`, by problem id (every problem run must
+    /// have them). Only a text debate that saves no states can take them: thoughtcomm and the
+    /// saved states need the first round's hidden states, which a recorded text does not have.
+    pub fn with_first_rounds(mut self, rounds: HashMap<String, Vec<AgentTurn>>) -> Result<Self, DebateError> {
+        let config = &self.config;
+        if config.first_round_from.is_none() || config.mode != Mode::Text || config.save_states_layer.is_some() {
+            return Err(DebateError::Config(
+                "only a text debate with first_round_from set and no saved states takes its first round from another run".into(),
+            ));
+        }
+        let n = config.agents.len();
+        for (id, turns) in &rounds {
+            if turns.len() != n || turns.iter().enumerate().any(|(a, t)| t.agent != a) {
+                return Err(DebateError::Problem { id: id.clone(), message: format!("the given first round is not one turn for each of the {n} agents in order") });
+            }
+        }
+        self.first_rounds = Arc::new(rounds);
+        Ok(self)
     }
 
     /// Runs `problems` (skipping ids in `done`), `parallel` problems at a time, handing each
@@ -159,7 +207,8 @@ impl Debate {
             while tasks.len() < parallel.max(1) {
                 let Some(problem) = pending.next() else { break };
                 let (config, client, ids) = (self.config.clone(), self.client.clone(), self.agent_ids.clone());
-                tasks.spawn(async move { solve(&config, client, &ids, problem).await });
+                let first_round = self.first_rounds.get(&problem.id).cloned();
+                tasks.spawn(async move { solve(&config, client, &ids, problem, first_round).await });
             }
             let Some(joined) = tasks.join_next().await else { break };
             let (result, states) = joined.map_err(|e| DebateError::Io(format!("debate task failed: {e}")))??;
@@ -185,7 +234,11 @@ async fn solve(
     client: RuntimeClient,
     agent_ids: &[String],
     problem: Problem,
+    first_round: Option<Vec<AgentTurn>>,
 ) -> Result<(ProblemResult, Option<RoundStates>), DebateError> {
+    if config.first_round_from.is_some() && first_round.is_none() {
+        return Err(DebateError::Problem { id: problem.id, message: "not in the run the first round is taken from".into() });
+    }
     let start = Instant::now();
     let math = config.is_math();
     let n = agent_ids.len();
@@ -196,7 +249,8 @@ async fn solve(
     let show_text = thought_config.is_none_or(|t| t.show_text);
     let mut turns: Vec<Vec<AgentTurn>> = Vec::new();
     let mut states = config.save_states_layer.map(|layer| RoundStates::new(&problem.id, layer));
-    for round in 0..rounds {
+    turns.extend(first_round);
+    for round in turns.len()..rounds {
         let round_start = Instant::now();
         let responses: Vec<Vec<String>> = turns.iter().map(|r| r.iter().map(|t| t.response.clone()).collect()).collect();
         let mut calls = JoinSet::new();

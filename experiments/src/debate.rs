@@ -142,6 +142,12 @@ pub struct DebateArgs {
     /// thoughtcomm ablation: random latents of the same norm instead of the extracted thoughts.
     #[arg(long)]
     pub random_latents: bool,
+    /// text: take the first round from this run (a text or thoughtcomm debate of the same
+    /// dataset, agents, seed and token budget) instead of generating it, so that the two arms
+    /// differ only from round 2 on and their paired comparison measures just that. Problems the
+    /// run does not have yet are left for a later rerun. Wall times then cover the later rounds.
+    #[arg(long, value_name = "RUN")]
+    pub first_round_from: Option<PathBuf>,
 }
 
 impl DebateArgs {
@@ -208,6 +214,9 @@ impl DebateArgs {
                 (d.name().to_string(), self.split.clone().unwrap_or_else(|| d.default_split().to_string()), Grader::from(d))
             }
         };
+        if self.first_round_from.is_some() && (!matches!(self.mode, ModeArg::Text) || self.save_states) {
+            bail!("--first-round-from is for --mode text without --save-states: a recorded first round has no hidden states");
+        }
         let save_states_layer = match (self.save_states, self.state_layer, num_layers) {
             (false, _, _) => None,
             (true, Some(l), _) => Some(l),
@@ -227,6 +236,7 @@ impl DebateArgs {
             seed: self.seed,
             save_states_layer,
             thoughts,
+            first_round_from: self.first_round_from.as_ref().map(|p| p.display().to_string()),
         })
     }
 
@@ -272,8 +282,38 @@ fn grader_of(format: &str) -> anyhow::Result<Grader> {
     })
 }
 
+/// The first-round turns of `source` by problem id, after checking that its first round can stand
+/// for `config`'s; `problems` keeps those `source` has (the others wait for a rerun).
+fn first_rounds(
+    source: &std::path::Path,
+    config: &DebateConfig,
+    problems: &mut Vec<dataset::Problem>,
+) -> anyhow::Result<HashMap<String, Vec<agents::results::AgentTurn>>> {
+    let stored = agents::results::read_config(source)?;
+    let source_config: DebateConfig = serde_json::from_value(stored)
+        .with_context(|| format!("{}: not a debate run's config.json", source.display()))?;
+    let differ = config.first_round_mismatch(&source_config);
+    if !differ.is_empty() {
+        bail!("{}: its first round cannot stand for this run's (differs in: {})", source.display(), differ.join(", "));
+    }
+    let rounds: HashMap<_, _> = agents::results::read_results(source)?
+        .into_iter()
+        .filter_map(|r| r.rounds.into_iter().next().map(|first| (r.id, first)))
+        .collect();
+    let before = problems.len();
+    problems.retain(|p| rounds.contains_key(&p.id));
+    if problems.len() < before {
+        tracing::warn!(
+            "{} of {before} problems are not in {} yet: they are left for a rerun once it has them",
+            before - problems.len(),
+            source.display()
+        );
+    }
+    Ok(rounds)
+}
+
 pub fn run(args: DebateArgs) -> anyhow::Result<()> {
-    let problems = args.problems()?;
+    let mut problems = args.problems()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async {
         let mut models: Vec<String> = args.models.clone();
@@ -298,6 +338,10 @@ pub fn run(args: DebateArgs) -> anyhow::Result<()> {
             }
         }
         let config = args.config(num_layers, &formats)?;
+        let given_first_rounds = match &args.first_round_from {
+            Some(source) => Some(first_rounds(source, &config, &mut problems)?),
+            None => None,
+        };
         if let (Some(dir), Some(t)) = (&args.thoughts, &config.thoughts) {
             if client.thought_pipeline(&t.pipeline).await?.is_none() {
                 client.load_thought_pipeline(&t.pipeline, &dir.display().to_string()).await?;
@@ -317,7 +361,10 @@ pub fn run(args: DebateArgs) -> anyhow::Result<()> {
         if finished > 0 {
             tracing::info!(done = finished, "resuming run");
         }
-        let debate = Debate::new(client, config).await?;
+        let mut debate = Debate::new(client, config).await?;
+        if let Some(rounds) = given_first_rounds {
+            debate = debate.with_first_rounds(rounds)?;
+        }
         let out = args.out.clone();
         debate
             .run(&problems, &done_ids, args.parallel, |result, states| {

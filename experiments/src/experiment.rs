@@ -84,6 +84,11 @@ pub struct VsTextArgs {
     pub prefix_lens: Vec<i64>,
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// Also run `text-paired`: text debate whose first round is the ThoughtComm run's own (see
+    /// `tcomm debate --first-round-from`), and make it the report's baseline. Sampled first rounds
+    /// differ between any two runs, so without it the paired tests also count round-1 luck.
+    #[arg(long)]
+    pub paired_text: bool,
     /// The experiment folder: one run folder per arm, report.md and plots.
     #[arg(long)]
     pub out: PathBuf,
@@ -121,6 +126,10 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
         w
     };
     arms.push(("thoughtcomm".into(), with_pipeline(&pipeline, &[])));
+    if args.paired_text {
+        let source = args.out.join("thoughtcomm").display().to_string();
+        arms.push((PAIRED_TEXT.into(), mode_words("text", &["--first-round-from", &source])));
+    }
     for ablation in &args.ablations {
         arms.push((format!("thoughtcomm-{}", ablation.name()), with_pipeline(&pipeline, ablation.flags())));
     }
@@ -141,8 +150,16 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
         crate::debate::run(parse_words::<DebateArgs>("debate", arm)?)?;
         run_dirs.push(out);
     }
+    // The baseline goes first: text-paired when run, as it shares ThoughtComm's first round.
+    if let Some(i) = run_dirs.iter().position(|d| d.ends_with(PAIRED_TEXT)) {
+        let paired = run_dirs.remove(i);
+        run_dirs.insert(0, paired);
+    }
     crate::report::run(crate::report::ReportArgs { runs: run_dirs, out: Some(args.out.clone()) })
 }
+
+/// The arm (and run folder) of `--paired-text`.
+const PAIRED_TEXT: &str = "text-paired";
 
 fn mode_words(mode: &str, extra: &[&str]) -> Vec<OsString> {
     ["--mode", mode].iter().chain(extra).map(OsString::from).collect()

@@ -68,6 +68,11 @@ impl RunSummary {
             agents,
             config["rounds"].as_u64().unwrap_or(1)
         );
+        let describe = match config["first_round_from"].as_str() {
+            // Its latency covers the later rounds only: the first was not generated here.
+            Some(source) => format!("{describe}, round 1 from {source} (latency: later rounds)"),
+            None => describe,
+        };
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
         Ok(RunSummary { name, describe, results, accuracy_by_round, consensus_by_round })
     }

@@ -158,6 +158,8 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let device = runtime::device::parse_device(&args.device)?;
     let kind = runtime::device::parse_kind(&args.dtype, device)?;
     let mut losses = BTreeMap::new();
+    // The steps the adapters have, which a rerun with fewer --steps than an earlier one does not undo.
+    let mut trained_steps: Option<u64> = None;
     let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
@@ -229,12 +231,13 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             serde_json::json!({ "examples": examples.len(), "first": first, "last": last })
         };
         losses.insert(model_name.clone(), loss);
+        trained_steps = Some(trained_steps.map_or(adapter.step(), |s| s.min(adapter.step())));
         manifest.adapters.insert(model_name, file);
     }
     manifest.provenance = serde_json::json!({
         "run": args.run.display().to_string(),
         "autoencoder": args.ae.display().to_string(),
-        "adapter_steps": args.steps,
+        "adapter_steps": trained_steps,
         "prefix_len": args.prefix_len,
         "objective": args.objective.objective(),
         "losses": losses,

@@ -1,8 +1,8 @@
 //! ThoughtComm end to end with smollm2-135m through the in-process gRPC runtime: `tcomm train`
 //! makes a tiny pipeline (a 3-agent, 2-round text debate on 2 GSM8K train problems, a small
 //! autoencoder, a few adapter steps), `tcomm debate --mode thoughtcomm` runs 2 GSM8K dev problems
-//! with it, and the results' `thoughts` records, the report and the errors for pipelines that do
-//! not fit are checked. Needs `scripts/setup` (model and data).
+//! with it, and the results' `thoughts` records, the report, a text debate branched from its first
+//! round and the errors for pipelines that do not fit are checked. Needs `scripts/setup` (model and data).
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,16 +44,18 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     assert_eq!(manifest["layer"], 20, "2/3 of smollm2's 30 layers");
     assert_eq!(manifest["agents"].as_array().map(Vec::len), Some(3));
     assert_eq!(manifest["provenance"]["adapter_steps"], 3);
-    // Rerunning the finished pipeline trains nothing and keeps the recorded losses.
+    // Rerunning the finished pipeline with fewer steps trains nothing, keeps the recorded losses
+    // and records the steps the adapter has, not the ones asked.
     let rerun = tcomm(&[
         "train", "--model", "smollm2-135m", "--dataset", "gsm8k", "--limit", "2", "--max-new-tokens", "16", "--latent-dim", "8",
-        "--ae-steps", "100", "--adapter-steps", "3", "--out", path(&pipeline),
+        "--ae-steps", "100", "--adapter-steps", "2", "--out", path(&pipeline),
     ]);
     assert!(rerun.status.success());
     let reread: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pipeline.join("manifest.json")).unwrap()).unwrap();
     let losses = &manifest["provenance"]["losses"]["smollm2-135m"];
     assert!(losses["last"]["total"].is_f64(), "{losses}");
     assert_eq!(&reread["provenance"]["losses"]["smollm2-135m"], losses);
+    assert_eq!(reread["provenance"]["adapter_steps"], 3);
     let collected = read_results(&pipeline.join("collect")).unwrap();
     assert_eq!(collected.len(), 2);
     assert!(collected.iter().all(|r| r.id.starts_with("gsm8k/train/")), "trained on the training split");
@@ -119,6 +121,56 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     let thought_norm = mean(&|a| a.thought_norm.unwrap_or(f64::NAN));
     let expected = mean(&|a| f64::from(a.shared + a.private).sqrt());
     assert!(row.contains(&format!("| {thought_norm:.1} ({expected:.1}) |")), "{row}");
+
+    // Text debate branched from the ThoughtComm run's first round: round 1 is that run's, round 2
+    // is generated; a problem the source lacks waits, a source of another budget is refused.
+    let branch = |out: &Path, limit: &str, tokens: &str| {
+        tcomm(&[
+            "debate", "--mode", "text", "--first-round-from", path(&dir.path().join("tc")), "--agents", "3", "--rounds", "2",
+            "--dataset", "gsm8k", "--split", "dev", "--limit", limit, "--model", "smollm2-135m", "--max-new-tokens", tokens,
+            "--out", path(out),
+        ])
+    };
+    let paired = dir.path().join("text-paired");
+    assert!(branch(&paired, "3", "16").status.success());
+    let branched = read_results(&paired).unwrap();
+    assert_eq!(branched.len(), 2, "the third problem is not in the source yet");
+    for b in &branched {
+        let source = results.iter().find(|r| r.id == b.id).expect("a problem of the source");
+        assert_eq!(b.rounds[0], source.rounds[0]);
+        assert_eq!(b.rounds.len(), 2);
+        assert!(b.rounds[1].iter().all(|t| t.tokens > 0 && t.tokens <= 16 && t.prompt_tokens > 0));
+        assert!(b.thoughts.is_none());
+    }
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(paired.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["first_round_from"], path(&dir.path().join("tc")));
+    let other_budget = branch(&dir.path().join("other"), "2", "8");
+    assert!(!other_budget.status.success());
+    let stderr = String::from_utf8_lossy(&other_budget.stderr);
+    assert!(stderr.contains("differs in: max_new_tokens"), "{stderr}");
+    assert!(read_results(&dir.path().join("other")).unwrap().is_empty());
+
+    // The experiment runs every arm with the pipeline; with --paired-text, text-paired shares the
+    // ThoughtComm arm's first round and is the report's baseline.
+    let experiment = dir.path().join("experiment");
+    let ran = tcomm(&[
+        "experiment", "thoughtcomm-vs-text", "--model", "smollm2-135m", "--dataset", "gsm8k", "--split", "dev", "--limit", "2",
+        "--max-new-tokens", "16", "--thoughts", path(&pipeline), "--paired-text", "--out", path(&experiment),
+    ]);
+    assert!(ran.status.success());
+    let tc_arm = read_results(&experiment.join("thoughtcomm")).unwrap();
+    let paired_arm = read_results(&experiment.join("text-paired")).unwrap();
+    assert_eq!((tc_arm.len(), paired_arm.len()), (2, 2));
+    for p in &paired_arm {
+        let source = tc_arm.iter().find(|r| r.id == p.id).expect("a problem of the thoughtcomm arm");
+        assert_eq!(p.rounds[0], source.rounds[0]);
+    }
+    let md = std::fs::read_to_string(experiment.join("report.md")).unwrap();
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---")).take(4).collect();
+    assert!(rows[0].starts_with("| text-paired |") && rows[0].contains("round 1 from"), "{md}");
+    for (row, arm) in rows[1..].iter().zip(["text", "single", "thoughtcomm"]) {
+        assert!(row.starts_with(&format!("| {arm} |")), "{md}");
+    }
 
     // Reading (b) of the objective trains from the same states and autoencoder: y_ref sampled
     // without the prefix once per turn, y_gen with it at every step.
