@@ -28,6 +28,9 @@ pub struct RunSummary {
     pub results: Vec<ProblemResult>,
     pub accuracy_by_round: Vec<f64>,
     pub consensus_by_round: Vec<f64>,
+    /// Per round: (agent turns answered correctly, agent turns). Finer than the majority: a
+    /// round that turns one agent of three right shows here, not in the majority.
+    pub agents_correct_by_round: Vec<(usize, usize)>,
 }
 
 impl RunSummary {
@@ -42,8 +45,11 @@ impl RunSummary {
         let rounds = results.iter().map(|r| r.rounds.len()).max().unwrap_or(0);
         let mut accuracy_by_round = vec![0.0; rounds];
         let mut consensus_by_round = vec![0.0; rounds];
+        let mut agents_correct_by_round = vec![(0, 0); rounds];
         for r in &results {
             for (i, round) in r.rounds.iter().enumerate() {
+                agents_correct_by_round[i].0 += round.iter().filter(|t| t.correct).count();
+                agents_correct_by_round[i].1 += round.len();
                 let answers: Vec<Option<String>> = round.iter().map(|t| t.answer.clone()).collect();
                 let majority = answer::majority(&answers, equal);
                 accuracy_by_round[i] += f64::from(u8::from(majority.is_some_and(|m| equal(&m, &r.gold))));
@@ -74,7 +80,7 @@ impl RunSummary {
             None => describe,
         };
         let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(RunSummary { name, describe, results, accuracy_by_round, consensus_by_round })
+        Ok(RunSummary { name, describe, results, accuracy_by_round, consensus_by_round, agents_correct_by_round })
     }
 
     fn correct(&self) -> usize {
@@ -138,10 +144,11 @@ pub fn markdown(runs: &[RunSummary]) -> anyhow::Result<String> {
             run.consensus_by_round.last().copied().unwrap_or(0.0),
         ));
     }
-    md.push_str("\nAccuracy per round (majority answer of the round):\n\n");
+    md.push_str("\nAccuracy per round (majority answer of the round; agent turns answered correctly):\n\n");
     for run in runs {
         let rounds: Vec<String> = run.accuracy_by_round.iter().map(|a| format!("{:.1}%", 100.0 * a)).collect();
-        md.push_str(&format!("- {}: {}\n", run.name, rounds.join(" → ")));
+        let agents: Vec<String> = run.agents_correct_by_round.iter().map(|(c, n)| format!("{c}/{n}")).collect();
+        md.push_str(&format!("- {}: {} (agents: {})\n", run.name, rounds.join(" → "), agents.join(" → ")));
     }
     let named: Vec<(&str, &[ProblemResult])> = runs.iter().map(|r| (r.name.as_str(), r.results.as_slice())).collect();
     if let Some(section) = crate::report_thoughts::section(&named) {

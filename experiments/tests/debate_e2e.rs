@@ -105,6 +105,10 @@ fn text_debate_runs_resumes_and_reports() {
     let row = md.lines().find(|l| l.starts_with("| text3 |")).expect("a row for the run");
     assert!(row.contains(&format!("| 3 | {:.1}% |", 100.0 * correct as f64 / 3.0)), "{row}");
     assert!(row.contains("smollm2-135m f32 |"), "the setup names the recorded dtype: {row}");
+    let agents_correct: Vec<String> =
+        (0..2).map(|round| format!("{}/9", after.iter().flat_map(|r| &r.rounds[round]).filter(|t| t.correct).count())).collect();
+    let per_round = md.lines().find(|l| l.starts_with("- text3: ")).expect("a per-round line for the run");
+    assert!(per_round.ends_with(&format!("(agents: {})", agents_correct.join(" → "))), "{per_round}");
     for f in ["accuracy_per_round.png", "accuracy_per_round.svg", "consensus_per_round.png", "consensus_per_round.svg"] {
         let meta = std::fs::metadata(report_dir.join(f)).unwrap();
         assert!(meta.len() > 1000, "{f} is {} bytes", meta.len());
