@@ -114,6 +114,12 @@ pub fn read_config(dir: &Path) -> Result<serde_json::Value, RunError> {
     Ok(config)
 }
 
+/// Reads a run's config.json as the debate configuration it records.
+pub fn read_debate_config(dir: &Path) -> Result<crate::debate::DebateConfig, RunError> {
+    serde_json::from_value(read_config(dir)?)
+        .map_err(|e| io_err(&dir.join(CONFIG_FILE), format!("not a debate run's config: {e}")))
+}
+
 /// Reads a run's results (a last line cut off by a kill is ignored).
 pub fn read_results(dir: &Path) -> Result<Vec<ProblemResult>, RunError> {
     let path = dir.join(RESULTS_FILE);

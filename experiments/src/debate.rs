@@ -289,9 +289,7 @@ fn first_rounds(
     config: &DebateConfig,
     problems: &mut Vec<dataset::Problem>,
 ) -> anyhow::Result<HashMap<String, Vec<agents::results::AgentTurn>>> {
-    let stored = agents::results::read_config(source)?;
-    let source_config: DebateConfig = serde_json::from_value(stored)
-        .with_context(|| format!("{}: not a debate run's config.json", source.display()))?;
+    let source_config = agents::results::read_debate_config(source)?;
     let differ = config.first_round_mismatch(&source_config);
     if !differ.is_empty() {
         bail!("{}: its first round cannot stand for this run's (differs in: {})", source.display(), differ.join(", "));

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use agents::dataset::{self, Dataset, Problem};
 use agents::debate::DebateConfig;
-use agents::results::{read_config, read_results, ProblemResult};
+use agents::results::{read_debate_config, read_results, ProblemResult};
 use anyhow::{bail, Context};
 use tch::{Kind, Tensor};
 use thoughtcomm::AgentStates;
@@ -21,8 +21,7 @@ pub struct Trajectories {
 
 impl Trajectories {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let config: DebateConfig = serde_json::from_value(read_config(dir)?)
-            .with_context(|| format!("{}: config.json is not a debate run's config", dir.display()))?;
+        let config = read_debate_config(dir)?;
         let Some(layer) = config.save_states_layer else {
             bail!("{}: the run saved no hidden states (rerun `tcomm debate` with --save-states)", dir.display());
         };
