@@ -173,13 +173,13 @@ impl Debate {
     }
 
     /// The first-round turns of `config.first_round_from`, by problem id (every problem run must
-    /// have them). Only a text debate that saves no states can take them: thoughtcomm and the
-    /// saved states need the first round's hidden states, which a recorded text does not have.
+    /// have them). A thoughtcomm debate recomputes their hidden states by feeding each recorded
+    /// response to its agent (teacher forcing, `ForcedReply`); saved states are not offered.
     pub fn with_first_rounds(mut self, rounds: HashMap<String, Vec<AgentTurn>>) -> Result<Self, DebateError> {
         let config = &self.config;
-        if config.first_round_from.is_none() || config.mode != Mode::Text || config.save_states_layer.is_some() {
+        if config.first_round_from.is_none() || !config.mode.debates() || config.save_states_layer.is_some() {
             return Err(DebateError::Config(
-                "only a text debate with first_round_from set and no saved states takes its first round from another run".into(),
+                "only a text or thoughtcomm debate with first_round_from set and no saved states takes its first round from another run".into(),
             ));
         }
         let n = config.agents.len();
@@ -249,9 +249,15 @@ async fn solve(
     let show_text = thought_config.is_none_or(|t| t.show_text);
     let mut turns: Vec<Vec<AgentTurn>> = Vec::new();
     let mut states = config.save_states_layer.map(|layer| RoundStates::new(&problem.id, layer));
-    turns.extend(first_round);
+    // A given first round stands as recorded; in thoughtcomm mode it is fed back (replayed) to
+    // get the states its thoughts come from.
+    let mut given = first_round;
+    if thought_config.is_none() {
+        turns.extend(given.take());
+    }
     for round in turns.len()..rounds {
         let round_start = Instant::now();
+        let replay = given.take();
         let responses: Vec<Vec<String>> = turns.iter().map(|r| r.iter().map(|t| t.response.clone()).collect()).collect();
         let mut calls = JoinSet::new();
         for a in 0..n {
@@ -281,6 +287,11 @@ async fn solve(
                 // The last round's states feed nothing; keeping one costs an extra decode step.
                 thought_pipeline: thought_config.filter(|_| round + 1 < rounds).map(|t| t.pipeline.clone()).unwrap_or_default(),
                 prefix_id: std::mem::take(&mut prefix_ids[a]),
+                forced_reply: replay.as_ref().map(|turns| v1::ForcedReply {
+                    text: turns[a].response.clone(),
+                    // A turn shorter than the budget ended on a stop token (debates set no stop strings).
+                    stopped: turns[a].tokens < config.max_new_tokens as usize,
+                }),
             };
             let mut client = client.clone();
             calls.spawn(async move { (a, client.generate(request).await) });
@@ -293,9 +304,16 @@ async fn solve(
         let round_s = round_start.elapsed().as_secs_f64();
         let mut round_turns = Vec::with_capacity(n);
         let mut state_ids = Vec::with_capacity(n);
+        let mut retokenized = 0;
         for (a, reply) in replies.into_iter().enumerate() {
             let reply = reply.ok_or_else(|| DebateError::Problem { id: problem.id.clone(), message: format!("agent {a} got no reply") })?;
             state_ids.push(reply.thought_state_id.clone());
+            if let Some(turns) = &replay {
+                let fed = reply.usage.as_ref().map_or(0, |u| u.completion_tokens as usize);
+                retokenized += usize::from(fed != turns[a].tokens);
+                round_turns.push(turns[a].clone());
+                continue;
+            }
             if let Some(states) = states.as_mut() {
                 states.add(round, a, &reply).map_err(|message| DebateError::Problem { id: problem.id.clone(), message })?;
             }
@@ -312,7 +330,8 @@ async fn solve(
         turns.push(round_turns);
         if let Some(t) = thought_config.filter(|_| round + 1 < rounds) {
             let seed = turn_seed(config.seed, &problem.id, round, n);
-            let (ids, record) = thoughts::compose(&mut client.clone(), t, state_ids, seed, round, round_s).await?;
+            let (ids, mut record) = thoughts::compose(&mut client.clone(), t, state_ids, seed, round, round_s).await?;
+            record.replayed_retokenized = replay.is_some().then_some(retokenized);
             prefix_ids = ids;
             thought_rounds.push(record);
         }

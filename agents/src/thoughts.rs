@@ -78,6 +78,11 @@ pub struct ThoughtRoundRecord {
     pub compose_s: f64,
     /// Wall time of the round's generation, for the overhead of thought communication.
     pub round_s: f64,
+    /// Set when the round was recorded in another run and fed back to get its states: how many
+    /// agents' responses tokenized anew to another token count than they were generated with
+    /// (their states are those of the new tokenization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_retokenized: Option<usize>,
 }
 
 /// Checks, before anything is generated, that the pipeline is loaded and fits the debate's agents.
@@ -159,6 +164,7 @@ pub async fn compose(
         inject_s: reply.inject_seconds,
         compose_s,
         round_s,
+        replayed_retokenized: None,
     };
     Ok((ids, record))
 }

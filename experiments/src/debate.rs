@@ -142,10 +142,12 @@ pub struct DebateArgs {
     /// thoughtcomm ablation: random latents of the same norm instead of the extracted thoughts.
     #[arg(long)]
     pub random_latents: bool,
-    /// text: take the first round from this run (a text or thoughtcomm debate of the same
-    /// dataset, agents, seed and token budget) instead of generating it, so that the two arms
-    /// differ only from round 2 on and their paired comparison measures just that. Problems the
-    /// run does not have yet are left for a later rerun. Wall times then cover the later rounds.
+    /// text, thoughtcomm: take the first round from this run (a text or thoughtcomm debate of the
+    /// same dataset, agents, seed and token budget) instead of sampling it, so that the two arms
+    /// differ only from round 2 on and their paired comparison measures just that. thoughtcomm
+    /// feeds each recorded response back to its agent (one prefill) for the states its thoughts
+    /// come from. Problems the run does not have yet are left for a later rerun. Wall times then
+    /// cover the later rounds (and that prefill).
     #[arg(long, value_name = "RUN")]
     pub first_round_from: Option<PathBuf>,
 }
@@ -214,8 +216,8 @@ impl DebateArgs {
                 (d.name().to_string(), self.split.clone().unwrap_or_else(|| d.default_split().to_string()), Grader::from(d))
             }
         };
-        if self.first_round_from.is_some() && (!matches!(self.mode, ModeArg::Text) || self.save_states) {
-            bail!("--first-round-from is for --mode text without --save-states: a recorded first round has no hidden states");
+        if self.first_round_from.is_some() && (!matches!(self.mode, ModeArg::Text | ModeArg::Thoughtcomm) || self.save_states) {
+            bail!("--first-round-from is for --mode text or thoughtcomm without --save-states (the states are saved while sampling)");
         }
         let save_states_layer = match (self.save_states, self.state_layer, num_layers) {
             (false, _, _) => None,

@@ -1,6 +1,8 @@
 //! `tcomm experiment thoughtcomm-vs-text`: single model, text debate and ThoughtComm (plus the
 //! chosen ablations) on the same problems with the same seeds, agents, rounds and token budget,
-//! then `tcomm report` with text debate as the baseline of the paired tests. Every run resumes.
+//! then `tcomm report` with text debate as the baseline of the paired tests. The ThoughtComm arms
+//! take the text arm's first round (`tcomm debate --first-round-from`), so that every paired test
+//! compares what happens from round 2 on. Every run resumes.
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -84,11 +86,12 @@ pub struct VsTextArgs {
     pub prefix_lens: Vec<i64>,
     #[command(flatten)]
     pub objective: ObjectiveArgs,
-    /// Also run `text-paired`: text debate whose first round is the ThoughtComm run's own (see
-    /// `tcomm debate --first-round-from`), and make it the report's baseline. Sampled first rounds
-    /// differ between any two runs, so without it the paired tests also count round-1 luck.
+    /// Let every ThoughtComm arm sample its own first round instead of taking the text arm's.
+    /// Sampled first rounds differ between any two runs (batch composition changes the logits'
+    /// last bits, and a temperature turns that into other tokens), so the paired tests then also
+    /// count round-1 luck.
     #[arg(long)]
-    pub paired_text: bool,
+    pub independent_first_rounds: bool,
     /// The experiment folder: one run folder per arm, report.md and plots.
     #[arg(long)]
     pub out: PathBuf,
@@ -120,16 +123,16 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
         ("text".into(), mode_words("text", &[])),
         ("single".into(), mode_words("single", &[])),
     ];
+    let text_run = args.out.join("text").display().to_string();
     let with_pipeline = |dir: &Path, extra: &[&str]| {
         let mut w = mode_words("thoughtcomm", extra);
         w.extend(words(&[("--thoughts", dir.display().to_string())]));
+        if !args.independent_first_rounds {
+            w.extend(words(&[("--first-round-from", text_run.clone())]));
+        }
         w
     };
     arms.push(("thoughtcomm".into(), with_pipeline(&pipeline, &[])));
-    if args.paired_text {
-        let source = args.out.join("thoughtcomm").display().to_string();
-        arms.push((PAIRED_TEXT.into(), mode_words("text", &["--first-round-from", &source])));
-    }
     for ablation in &args.ablations {
         arms.push((format!("thoughtcomm-{}", ablation.name()), with_pipeline(&pipeline, ablation.flags())));
     }
@@ -150,16 +153,8 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
         crate::debate::run(parse_words::<DebateArgs>("debate", arm)?)?;
         run_dirs.push(out);
     }
-    // The baseline goes first: text-paired when run, as it shares ThoughtComm's first round.
-    if let Some(i) = run_dirs.iter().position(|d| d.ends_with(PAIRED_TEXT)) {
-        let paired = run_dirs.remove(i);
-        run_dirs.insert(0, paired);
-    }
     crate::report::run(crate::report::ReportArgs { runs: run_dirs, out: Some(args.out.clone()) })
 }
-
-/// The arm (and run folder) of `--paired-text`.
-const PAIRED_TEXT: &str = "text-paired";
 
 fn mode_words(mode: &str, extra: &[&str]) -> Vec<OsString> {
     ["--mode", mode].iter().chain(extra).map(OsString::from).collect()

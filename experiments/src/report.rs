@@ -76,6 +76,9 @@ impl RunSummary {
         );
         let describe = match config["first_round_from"].as_str() {
             // Its latency covers the later rounds only: the first was not generated here.
+            Some(source) if config["mode"] == "thoughtcomm" => {
+                format!("{describe}, round 1 from {source}, fed back for its states (latency: that and later rounds)")
+            }
             Some(source) => format!("{describe}, round 1 from {source} (latency: later rounds)"),
             None => describe,
         };

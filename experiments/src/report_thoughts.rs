@@ -22,6 +22,10 @@ struct ThoughtTotals {
     compose_s: f64,
     encode_route_inject_s: f64,
     wall_s: f64,
+    /// Responses of recorded rounds fed back for their states, and how many of them tokenized
+    /// anew to another token count.
+    replayed: usize,
+    retokenized: usize,
 }
 
 fn totals(results: &[ProblemResult]) -> Option<ThoughtTotals> {
@@ -36,6 +40,10 @@ fn totals(results: &[ProblemResult]) -> Option<ThoughtTotals> {
             t.compositions += 1;
             t.compose_s += round.compose_s;
             t.encode_route_inject_s += round.encode_s + round.route_s + round.inject_s;
+            if let Some(k) = round.replayed_retokenized {
+                t.replayed += round.agents.len();
+                t.retokenized += k;
+            }
             if let Some(c) = round.state_cosine {
                 t.cosine_sum += c;
                 t.cosine_count += 1;
@@ -70,7 +78,15 @@ pub fn section(runs: &[(&str, &[ProblemResult])]) -> Option<String> {
          | run | compositions | shared / agent | private / agent | prefix norm | thought norm (expected) | state cosine | compose ms (server part) | overhead |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
+    let mut notes = String::new();
     for (name, t) in rows {
+        if t.replayed > 0 {
+            notes.push_str(&format!(
+                "\n{name}: its first round was recorded in another run and fed back for the states; {} of {} responses \
+                 tokenized anew to another token count than they were generated with (their states are of the new tokenization).\n",
+                t.retokenized, t.replayed
+            ));
+        }
         let per_agent = |x: f64| x / t.agent_records.max(1) as f64;
         let cosine = if t.cosine_count > 0 { format!("{:.3}", t.cosine_sum / t.cosine_count as f64) } else { "-".into() };
         let per_call = |s: f64| 1000.0 * s / t.compositions.max(1) as f64;
@@ -91,5 +107,6 @@ pub fn section(runs: &[(&str, &[ProblemResult])]) -> Option<String> {
             100.0 * t.compose_s / t.wall_s.max(1e-9),
         ));
     }
+    md.push_str(&notes);
     Some(md)
 }

@@ -98,6 +98,7 @@ fn thoughtcomm_trains_debates_records_and_reports() {
         let cosine = record.state_cosine.expect("same-size states");
         assert!((-1.0..=1.0).contains(&cosine));
         assert!(record.round_s > 0.0 && record.compose_s >= record.encode_s + record.route_s + record.inject_s);
+        assert_eq!(record.replayed_retokenized, None, "round 1 was sampled here");
     }
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["mode"], "thoughtcomm");
@@ -150,27 +151,36 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     assert!(stderr.contains("differs in: max_new_tokens"), "{stderr}");
     assert!(read_results(&dir.path().join("other")).unwrap().is_empty());
 
-    // The experiment runs every arm with the pipeline; with --paired-text, text-paired shares the
-    // ThoughtComm arm's first round and is the report's baseline.
+    // The experiment runs every arm with the pipeline; its ThoughtComm arm takes the text arm's
+    // first round (fed back to the agents for its states), so the two differ from round 2 on.
     let experiment = dir.path().join("experiment");
     let ran = tcomm(&[
         "experiment", "thoughtcomm-vs-text", "--model", "smollm2-135m", "--dataset", "gsm8k", "--split", "dev", "--limit", "2",
-        "--max-new-tokens", "16", "--thoughts", path(&pipeline), "--paired-text", "--out", path(&experiment),
+        "--max-new-tokens", "16", "--thoughts", path(&pipeline), "--out", path(&experiment),
     ]);
     assert!(ran.status.success());
+    let text_arm = read_results(&experiment.join("text")).unwrap();
     let tc_arm = read_results(&experiment.join("thoughtcomm")).unwrap();
-    let paired_arm = read_results(&experiment.join("text-paired")).unwrap();
-    assert_eq!((tc_arm.len(), paired_arm.len()), (2, 2));
-    for p in &paired_arm {
-        let source = tc_arm.iter().find(|r| r.id == p.id).expect("a problem of the thoughtcomm arm");
-        assert_eq!(p.rounds[0], source.rounds[0]);
+    assert_eq!((text_arm.len(), tc_arm.len()), (2, 2));
+    for t in &tc_arm {
+        let source = text_arm.iter().find(|r| r.id == t.id).expect("a problem of the text arm");
+        assert_eq!(t.rounds[0], source.rounds[0]);
+        assert!(t.rounds[1].iter().all(|turn| turn.tokens > 0 && turn.tokens <= 16));
+        let rounds: Vec<ThoughtRoundRecord> = serde_json::from_value(t.thoughts.as_ref().unwrap()["rounds"].clone()).unwrap();
+        assert!(rounds[0].replayed_retokenized.is_some_and(|k| k <= 3), "{:?}", rounds[0].replayed_retokenized);
+        assert!(rounds[0].agents.iter().all(|a| a.prefix_norm > 0.0));
     }
     let md = std::fs::read_to_string(experiment.join("report.md")).unwrap();
-    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---")).take(4).collect();
-    assert!(rows[0].starts_with("| text-paired |") && rows[0].contains("round 1 from"), "{md}");
-    for (row, arm) in rows[1..].iter().zip(["text", "single", "thoughtcomm"]) {
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---")).take(3).collect();
+    for (row, arm) in rows.iter().zip(["text", "single", "thoughtcomm"]) {
         assert!(row.starts_with(&format!("| {arm} |")), "{md}");
     }
+    assert!(rows[2].contains("round 1 from") && !rows[0].contains("round 1 from"), "{md}");
+    let retokenized: usize = tc_arm
+        .iter()
+        .map(|t| serde_json::from_value::<Vec<ThoughtRoundRecord>>(t.thoughts.as_ref().unwrap()["rounds"].clone()).unwrap()[0].replayed_retokenized.unwrap())
+        .sum();
+    assert!(md.contains(&format!("thoughtcomm: its first round was recorded in another run and fed back for the states; {retokenized} of 6 responses")), "{md}");
 
     // Reading (b) of the objective trains from the same states and autoencoder: y_ref sampled
     // without the prefix once per turn, y_gen with it at every step.

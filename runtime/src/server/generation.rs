@@ -15,6 +15,7 @@ use super::service::{Agent, RuntimeState};
 use super::status::ServeError;
 use super::thoughts::{KeptState, ThoughtStore};
 use crate::engine::{CapturePoint, CaptureSpec, Prefix, SequenceOutput, SequenceRequest};
+use crate::generate::FinishReason;
 use crate::tokenizer::{ChatMessage, TextTokenizer};
 
 /// A call whose sequence is queued: the events of its sequence arrive on `events`.
@@ -27,6 +28,8 @@ pub struct Started {
     /// The capture points the caller asked for (a kept thought state may add one).
     capture_points: Vec<CapturePoint>,
     keep: Option<KeepState>,
+    /// The reply fed instead of sampled (`forced_reply`).
+    forced: Option<ForcedReply>,
     stop_strings: Vec<String>,
     received: Instant,
     deadline: Option<Instant>,
@@ -85,9 +88,44 @@ impl ThoughtIo {
     }
 }
 
-/// The caller's capture, plus the last generated token's state at the pipeline's layer when a
-/// thought state is kept. Returns the spec and the row of that layer.
-fn capture_with_keep(user: Option<CaptureSpec>, keep: Option<usize>) -> (Option<CaptureSpec>, Option<i64>) {
+/// A reply fed after the prompt in its prefill instead of being sampled. The engine then
+/// generates one token, which is dropped; its "last prompt token" is the reply's last token.
+struct ForcedReply {
+    ids: Vec<u32>,
+    text: String,
+    stopped: bool,
+}
+
+impl ForcedReply {
+    fn resolve(host: &ModelHost, reply: &pb::ForcedReply) -> Result<Self, ServeError> {
+        let mut ids = host.tokenizer.encode(&reply.text, false)?;
+        if reply.stopped {
+            let eos = host.eos_token_ids().first().ok_or_else(|| {
+                ServeError::BadRequest(format!("forced_reply.stopped: model '{}' has no stop token", host.name()))
+            })?;
+            ids.push(*eos);
+        }
+        if ids.is_empty() {
+            return Err(ServeError::BadRequest("forced_reply is empty: give its text or set stopped".into()));
+        }
+        Ok(ForcedReply { ids, text: reply.text.clone(), stopped: reply.stopped })
+    }
+
+    /// The engine's capture point that stands for the caller's `point` (only the reply's last
+    /// token exists: it is the last token of the prefill).
+    fn engine_point(point: CapturePoint) -> Result<CapturePoint, ServeError> {
+        match point {
+            CapturePoint::LastGeneratedToken => Ok(CapturePoint::LastPromptToken),
+            other => Err(ServeError::BadRequest(format!(
+                "hidden_states: {other:?} is not available with forced_reply (only the last generated token is)"
+            ))),
+        }
+    }
+}
+
+/// The caller's capture, plus the reply's last token's state (engine point `reply_end`) at the
+/// pipeline's layer when a thought state is kept. Returns the spec and the row of that layer.
+fn capture_with_keep(user: Option<CaptureSpec>, keep: Option<usize>, reply_end: CapturePoint) -> (Option<CaptureSpec>, Option<i64>) {
     let Some(layer) = keep else { return (user, None) };
     let mut spec = user.unwrap_or(CaptureSpec { layers: Vec::new(), points: Vec::new() });
     let row = match spec.layers.iter().position(|&l| l == layer) {
@@ -97,8 +135,8 @@ fn capture_with_keep(user: Option<CaptureSpec>, keep: Option<usize>) -> (Option<
             spec.layers.len() - 1
         }
     };
-    if !spec.points.contains(&CapturePoint::LastGeneratedToken) {
-        spec.points.push(CapturePoint::LastGeneratedToken);
+    if !spec.points.contains(&reply_end) {
+        spec.points.push(reply_end);
     }
     (Some(spec), Some(row as i64))
 }
@@ -140,22 +178,32 @@ pub fn start(
     deadline: Option<Instant>,
 ) -> Result<Started, ServeError> {
     let prompt = prompt_ids(&host.tokenizer, &agent, &req)?;
+    let forced = req.forced_reply.as_ref().map(|r| ForcedReply::resolve(&host, r)).transpose()?;
+    let fed: Vec<u32> = prompt.iter().chain(forced.iter().flat_map(|f| &f.ids)).copied().collect();
     let prefix = match thoughts.prefix {
         Some(prefix) => Some(prefix),
         None => req.prefix_embeddings.as_ref().map(|t| convert::tensor_from_proto(t, "prefix_embeddings")).transpose()?,
     };
     let prefix_len = prefix.as_ref().and_then(|p| p.size().first().copied()).unwrap_or(0).max(0) as usize;
     let context = host.spec.max_position_embeddings.max(0) as usize;
-    let room = context.saturating_sub(prompt.len() + prefix_len);
-    let sampling = convert::merge_sampling(Some(&agent.defaults), req.sampling.as_ref());
+    let room = context.saturating_sub(fed.len() + prefix_len);
+    let mut sampling = convert::merge_sampling(Some(&agent.defaults), req.sampling.as_ref());
+    if forced.is_some() {
+        // One greedy token, dropped: the engine's sequence must generate at least one.
+        sampling = pb::SamplingParams { max_new_tokens: Some(1), temperature: Some(0.0), stop_strings: Vec::new(), ..sampling };
+    }
     let params = convert::sampling_params(&sampling, host.eos_token_ids(), room);
-    let user_capture = req.hidden_states.as_ref().map(convert::capture_spec).transpose()?;
+    let mut user_capture = req.hidden_states.as_ref().map(convert::capture_spec).transpose()?;
+    if let (Some(spec), Some(_)) = (user_capture.as_mut(), &forced) {
+        spec.points = spec.points.iter().map(|&p| ForcedReply::engine_point(p)).collect::<Result<_, _>>()?;
+    }
     let capture_layers = req.hidden_states.as_ref().map(|h| h.layers.clone()).unwrap_or_default();
     let capture_points = user_capture.as_ref().map(|c| c.points.clone()).unwrap_or_default();
     if user_capture.as_ref().is_some_and(|c| c.layers.is_empty() || c.points.is_empty()) {
         return Err(crate::generate::GenerateError::BadCapture("at least one layer and one point are needed".into()).into());
     }
-    let (capture, keep_row) = capture_with_keep(user_capture, thoughts.keep.as_ref().map(|(_, layer)| *layer));
+    let reply_end = if forced.is_some() { CapturePoint::LastPromptToken } else { CapturePoint::LastGeneratedToken };
+    let (capture, keep_row) = capture_with_keep(user_capture, thoughts.keep.as_ref().map(|(_, layer)| *layer), reply_end);
     let keep = thoughts.keep.zip(keep_row).map(|((pipeline, _), row)| KeepState {
         pipeline,
         model: agent.model.clone(),
@@ -163,7 +211,7 @@ pub fn start(
         store: Arc::clone(&thoughts.store),
     });
     let stop_strings = params.stop_strings.clone();
-    let request = SequenceRequest { prompt: prompt.clone(), params, prefix: prefix.map(Prefix::Embeddings), capture };
+    let request = SequenceRequest { prompt: fed, params, prefix: prefix.map(Prefix::Embeddings), capture };
     host.validate(&request)?;
     let (events_tx, events) = mpsc::unbounded_channel();
     let job = Job { agent: agent.id.clone(), request, received, deadline, events: events_tx };
@@ -177,6 +225,7 @@ pub fn start(
         capture_layers,
         capture_points,
         keep,
+        forced,
         stop_strings,
         received,
         deadline,
@@ -218,6 +267,8 @@ impl Started {
                 event = self.next_event() => event,
             };
             let message = match event {
+                // A forced reply's one generated token is dropped; its tokens come in the result.
+                Ok(JobEvent::Token(_)) if self.forced.is_some() => continue,
                 Ok(JobEvent::Token(token_id)) => {
                     let piece = text.push(&self.host.tokenizer, token_id);
                     index += 1;
@@ -244,14 +295,24 @@ impl Started {
     }
 
     fn response(&self, output: SequenceOutput, admitted: Instant) -> Result<pb::GenerateResponse, ServeError> {
-        let mut text = self
-            .host
-            .tokenizer
-            .decode(&output.tokens, true)
-            .map_err(|e| ServeError::Internal(format!("decoding the output: {e}")))?;
-        if let Some(cut) = self.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
-            text.truncate(cut);
-        }
+        // What the caller sees as generated: the sampled tokens, or the forced reply as given.
+        let (tokens, text, finish, reply_end) = match &self.forced {
+            Some(f) => {
+                let finish = if f.stopped { FinishReason::Stop } else { FinishReason::Length };
+                (f.ids.clone(), f.text.clone(), finish, CapturePoint::LastPromptToken)
+            }
+            None => {
+                let mut text = self
+                    .host
+                    .tokenizer
+                    .decode(&output.tokens, true)
+                    .map_err(|e| ServeError::Internal(format!("decoding the output: {e}")))?;
+                if let Some(cut) = self.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
+                    text.truncate(cut);
+                }
+                (output.tokens, text, output.finish, CapturePoint::LastGeneratedToken)
+            }
+        };
         let queue = admitted.saturating_duration_since(self.received).as_secs_f64();
         let user_rows = self.capture_layers.len() as i64;
         let hidden_states = output
@@ -259,7 +320,8 @@ impl Started {
             .iter()
             .filter(|(point, _)| self.capture_points.contains(point))
             .map(|(point, states)| pb::HiddenStates {
-                point: convert::capture_point_to_proto(*point) as i32,
+                // With a forced reply the only point asked for is its last token.
+                point: convert::capture_point_to_proto(if self.forced.is_some() { CapturePoint::LastGeneratedToken } else { *point }) as i32,
                 layers: self.capture_layers.clone(),
                 states: Some(convert::tensor_to_proto(&states.narrow(0, 0, user_rows))),
             })
@@ -270,7 +332,7 @@ impl Started {
                 let (_, states) = output
                     .hidden_states
                     .iter()
-                    .find(|(point, _)| *point == CapturePoint::LastGeneratedToken)
+                    .find(|(point, _)| *point == reply_end)
                     .ok_or_else(|| ServeError::Internal("the engine returned no state to keep".into()))?;
                 let state = states.get(keep.row).copy();
                 keep.store.keep_state(KeptState { pipeline: keep.pipeline.clone(), model: keep.model.clone(), state })?
@@ -280,10 +342,10 @@ impl Started {
             agent_id: self.agent_id.clone(),
             model: self.host.name().to_string(),
             text,
-            finish_reason: convert::finish_reason(output.finish) as i32,
+            finish_reason: convert::finish_reason(finish) as i32,
             usage: Some(pb::Usage {
-                prompt_tokens: output.prompt_tokens as u32,
-                completion_tokens: output.tokens.len() as u32,
+                prompt_tokens: self.prompt.len() as u32,
+                completion_tokens: tokens.len() as u32,
                 prefix_positions: self.prefix_len as u32,
             }),
             timing: Some(pb::Timing {
@@ -293,7 +355,7 @@ impl Started {
             }),
             hidden_states,
             prompt_token_ids: self.prompt.clone(),
-            token_ids: output.tokens,
+            token_ids: tokens,
             thought_state_id,
         })
     }

@@ -58,6 +58,7 @@ async fn thoughts_are_kept_composed_and_injected_in_the_server() {
     // Keep the state for the pipeline and also ask for it (plus another layer) in the response.
     let mut kept = Vec::new();
     let mut visible = Vec::new();
+    let mut replies = Vec::new();
     for (a, id) in agents.iter().enumerate() {
         let request = pb::GenerateRequest {
             thought_pipeline: "p".into(),
@@ -73,7 +74,8 @@ async fn thoughts_are_kept_composed_and_injected_in_the_server() {
         let states = runtime::server::convert::tensor_from_wire(reply.hidden_states[0].states.as_ref().unwrap()).unwrap();
         assert_eq!(states.size(), [2, HIDDEN]);
         visible.push(states.get(1));
-        kept.push(reply.thought_state_id);
+        kept.push(reply.thought_state_id.clone());
+        replies.push(reply);
     }
     // A keep-only call returns no hidden states.
     let only_keep = pb::GenerateRequest { thought_pipeline: "p".into(), ..prompt(&agents[0], "Hi", sampling(2)) };
@@ -92,6 +94,33 @@ async fn thoughts_are_kept_composed_and_injected_in_the_server() {
         assert_eq!(got.agreement_weights.len(), 3);
     }
     assert!((reply.state_cosine - expected.state_cosine.unwrap()).abs() < 1e-4);
+
+    // A recorded reply fed back (teacher forcing) gives the state it was generated with, in one
+    // prefill instead of a decode step per token, and composes to the same prefixes.
+    let generated = &replies[0];
+    let forced = pb::ForcedReply { text: generated.text.clone(), stopped: generated.finish_reason == pb::FinishReason::Stop as i32 };
+    let replay = |forced: pb::ForcedReply, points: Vec<i32>| pb::GenerateRequest {
+        thought_pipeline: "p".into(),
+        hidden_states: Some(pb::HiddenStatesRequest { layers: vec![3, LAYER], points }),
+        forced_reply: Some(forced),
+        ..prompt(&agents[0], "What is 1 + 2?", sampling(5))
+    };
+    let replayed = client.generate(replay(forced.clone(), vec![pb::CapturePoint::LastGeneratedToken as i32])).await.expect("forced reply");
+    assert_eq!((&replayed.token_ids, &replayed.text), (&generated.token_ids, &generated.text));
+    assert_eq!((replayed.finish_reason, replayed.usage, replayed.prompt_token_ids.len()), (generated.finish_reason, generated.usage, generated.prompt_token_ids.len()));
+    assert_eq!(replayed.hidden_states[0].point, pb::CapturePoint::LastGeneratedToken as i32);
+    let states = runtime::server::convert::tensor_from_wire(replayed.hidden_states[0].states.as_ref().unwrap()).unwrap();
+    let scale = visible[0].abs().max().double_value(&[]);
+    let diff = (states.get(1) - &visible[0]).abs().max().double_value(&[]);
+    assert!(diff < 1e-3 * scale, "replayed state differs by {diff} (scale {scale})");
+    let recomposed = client.compose_thoughts(compose(vec![replayed.thought_state_id.clone(), kept[1].clone()])).await.unwrap();
+    for (got, want) in recomposed.agents.iter().zip(&reply.agents) {
+        assert!((got.prefix_norm - want.prefix_norm).abs() < 1e-3 * want.prefix_norm, "{} vs {}", got.prefix_norm, want.prefix_norm);
+    }
+    let at_prompt = client.generate(replay(forced, vec![pb::CapturePoint::LastPromptToken as i32])).await.unwrap_err();
+    assert!(at_prompt.code() == Code::InvalidArgument && at_prompt.message().contains("forced_reply"), "{}", at_prompt.message());
+    let empty = client.generate(replay(pb::ForcedReply::default(), vec![pb::CapturePoint::LastGeneratedToken as i32])).await.unwrap_err();
+    assert!(empty.code() == Code::InvalidArgument && empty.message().contains("empty"), "{}", empty.message());
 
     // A prefix id generates exactly as the same prefix sent as a tensor.
     let by_id = pb::GenerateRequest { prefix_id: reply.agents[1].prefix_id.clone(), ..prompt(&agents[1], "What is 3 + 4?", sampling(6)) };
