@@ -111,6 +111,16 @@ impl ForcedReply {
         Ok(ForcedReply { ids, text: reply.text.clone(), stopped: reply.stopped })
     }
 
+    /// The engine's capture point of a reply's last token: the last prompt token when the reply
+    /// was fed in the prefill, else the last generated token.
+    fn reply_end(forced: Option<&ForcedReply>) -> CapturePoint {
+        if forced.is_some() {
+            CapturePoint::LastPromptToken
+        } else {
+            CapturePoint::LastGeneratedToken
+        }
+    }
+
     /// The engine's capture point that stands for the caller's `point` (only the reply's last
     /// token exists: it is the last token of the prefill).
     fn engine_point(point: CapturePoint) -> Result<CapturePoint, ServeError> {
@@ -202,7 +212,7 @@ pub fn start(
     if user_capture.as_ref().is_some_and(|c| c.layers.is_empty() || c.points.is_empty()) {
         return Err(crate::generate::GenerateError::BadCapture("at least one layer and one point are needed".into()).into());
     }
-    let reply_end = if forced.is_some() { CapturePoint::LastPromptToken } else { CapturePoint::LastGeneratedToken };
+    let reply_end = ForcedReply::reply_end(forced.as_ref());
     let (capture, keep_row) = capture_with_keep(user_capture, thoughts.keep.as_ref().map(|(_, layer)| *layer), reply_end);
     let keep = thoughts.keep.zip(keep_row).map(|((pipeline, _), row)| KeepState {
         pipeline,
@@ -296,10 +306,10 @@ impl Started {
 
     fn response(&self, output: SequenceOutput, admitted: Instant) -> Result<pb::GenerateResponse, ServeError> {
         // What the caller sees as generated: the sampled tokens, or the forced reply as given.
-        let (tokens, text, finish, reply_end) = match &self.forced {
+        let (tokens, text, finish) = match &self.forced {
             Some(f) => {
                 let finish = if f.stopped { FinishReason::Stop } else { FinishReason::Length };
-                (f.ids.clone(), f.text.clone(), finish, CapturePoint::LastPromptToken)
+                (f.ids.clone(), f.text.clone(), finish)
             }
             None => {
                 let mut text = self
@@ -310,9 +320,10 @@ impl Started {
                 if let Some(cut) = self.stop_strings.iter().filter_map(|stop| text.find(stop.as_str())).min() {
                     text.truncate(cut);
                 }
-                (output.tokens, text, output.finish, CapturePoint::LastGeneratedToken)
+                (output.tokens, text, output.finish)
             }
         };
+        let reply_end = ForcedReply::reply_end(self.forced.as_ref());
         let queue = admitted.saturating_duration_since(self.received).as_secs_f64();
         let user_rows = self.capture_layers.len() as i64;
         let hidden_states = output
