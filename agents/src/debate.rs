@@ -289,8 +289,7 @@ async fn solve(
                 prefix_id: std::mem::take(&mut prefix_ids[a]),
                 forced_reply: replay.as_ref().map(|turns| v1::ForcedReply {
                     text: turns[a].response.clone(),
-                    // A turn shorter than the budget ended on a stop token (debates set no stop strings).
-                    stopped: turns[a].tokens < config.max_new_tokens as usize,
+                    stopped: turns[a].ended_on_stop(config.max_new_tokens as usize),
                 }),
             };
             let mut client = client.clone();
@@ -324,6 +323,7 @@ async fn solve(
                 correct: checked.correct,
                 tokens: reply.usage.as_ref().map_or(0, |u| u.completion_tokens as usize),
                 prompt_tokens: reply.usage.as_ref().map_or(0, |u| u.prompt_tokens as usize),
+                stopped: Some(reply.finish_reason == v1::FinishReason::Stop as i32),
                 response: reply.text,
             });
         }

@@ -26,6 +26,18 @@ pub struct AgentTurn {
     /// Tokens of the prompt this turn saw (grows with rounds).
     #[serde(default)]
     pub prompt_tokens: usize,
+    /// Whether generation ended on a stop token (rather than the token budget); `None` in
+    /// results written before it was recorded. A replay feeds the stop token back when true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<bool>,
+}
+
+impl AgentTurn {
+    /// Whether the turn ended on a stop token; for older results, inferred from its length
+    /// (debates set no stop strings, so a turn shorter than the budget stopped on a token).
+    pub fn ended_on_stop(&self, max_new_tokens: usize) -> bool {
+        self.stopped.unwrap_or(self.tokens < max_new_tokens)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

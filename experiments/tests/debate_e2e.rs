@@ -33,6 +33,9 @@ fn check_result(r: &ProblemResult) {
         for (a, turn) in round.iter().enumerate() {
             assert_eq!(turn.agent, a);
             assert!(turn.tokens > 0 && turn.tokens <= 24, "{}: tokens {}", r.id, turn.tokens);
+            // A turn short of the budget can only have ended on a stop token (one at the budget may have too).
+            let stopped = turn.stopped.unwrap_or_else(|| panic!("{}: agent {a} has no finish recorded", r.id));
+            assert!(stopped || turn.tokens == 24, "{}: agent {a} ended at {} tokens without a stop", r.id, turn.tokens);
             // The stored answer and verdict are what the grader says of the stored response.
             let checked = answer::check(Grader::Gsm8k, &turn.response, &r.gold);
             assert_eq!(turn.answer, checked.answer, "{}: answer of agent {a}", r.id);
