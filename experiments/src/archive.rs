@@ -1,18 +1,24 @@
 //! `tcomm archive`: a run folder copied for sharing (into `results/`, to another machine) with
 //! every problem's question blanked, so that no dataset text travels with it. The `id` still
 //! names each problem: `tcomm debate` resumes an archived run and `tcomm train-adapter` restores
-//! its questions from the dataset.
+//! its questions from the dataset. A thought pipeline folder (`tcomm train --out`) is archived
+//! as the files its manifest names plus its collected debates, so that ThoughtComm runs resume
+//! against it on another machine (their recorded digest covers exactly those files).
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use agents::results::{read_config, read_results, RunWriter};
 use agents::states::{file_name, STATES_DIR};
 use anyhow::Context;
 use clap::Args;
+use thoughtcomm::pipeline::{PipelineManifest, MANIFEST_FILE};
+
+use crate::train_pipeline::COLLECT_DIR;
 
 #[derive(Args)]
 pub struct ArchiveArgs {
-    /// The run folder (config.json, results.jsonl, states/ when saved).
+    /// The run folder (config.json, results.jsonl, states/ when saved), or a thought pipeline
+    /// folder (manifest.json, the checkpoints it names, collect/).
     pub run: PathBuf,
     /// The archive folder. When it already holds an archive of the same run, the problems it
     /// lacks are added (archive again as the run goes on).
@@ -21,12 +27,43 @@ pub struct ArchiveArgs {
 }
 
 pub fn run(args: ArchiveArgs) -> anyhow::Result<()> {
-    let config = read_config(&args.run)?;
-    let results = read_results(&args.run)?;
-    let (mut writer, archived) = RunWriter::open(&args.out, &config)
-        .with_context(|| format!("{} cannot take an archive of {}", args.out.display(), args.run.display()))?;
+    if args.run.join(MANIFEST_FILE).is_file() {
+        return archive_pipeline(&args.run, &args.out);
+    }
+    archive_run(&args.run, &args.out)
+}
+
+/// The manifest and the checkpoints (with their JSON configs) it names, copied as they are; the
+/// training folders beside them (ae/, optimizer state) stay behind, except `collect/`, the
+/// debates the pipeline was trained on, which is archived as a run.
+fn archive_pipeline(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let manifest = PipelineManifest::read(dir)?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let mut copied = 0;
+    for from in manifest.part_files(dir).into_iter().chain([dir.join(MANIFEST_FILE)]) {
+        let relative = from.strip_prefix(dir).with_context(|| format!("{}: outside the pipeline folder", from.display()))?;
+        let to = out.join(relative);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create", parent.display()))?;
+        }
+        std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        copied += 1;
+    }
+    println!("{}: the pipeline's manifest and {} checkpoint files", out.display(), copied - 1);
+    let collect = dir.join(COLLECT_DIR);
+    if collect.join("config.json").is_file() {
+        archive_run(&collect, &out.join(COLLECT_DIR))?;
+    }
+    Ok(())
+}
+
+fn archive_run(run: &Path, out: &Path) -> anyhow::Result<()> {
+    let config = read_config(run)?;
+    let results = read_results(run)?;
+    let (mut writer, archived) =
+        RunWriter::open(out, &config).with_context(|| format!("{} cannot take an archive of {}", out.display(), run.display()))?;
     let archived: HashSet<String> = archived.into_iter().map(|r| r.id).collect();
-    let (from_dir, to_dir) = (args.run.join(STATES_DIR), args.out.join(STATES_DIR));
+    let (from_dir, to_dir) = (run.join(STATES_DIR), out.join(STATES_DIR));
     if from_dir.is_dir() {
         std::fs::create_dir_all(&to_dir).with_context(|| format!("{}: cannot create", to_dir.display()))?;
     }
@@ -45,7 +82,7 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<()> {
     }
     println!(
         "{}: {added} problems added ({states} with states), {} already there; questions blanked",
-        args.out.display(),
+        out.display(),
         archived.len()
     );
     Ok(())
@@ -84,6 +121,45 @@ mod tests {
         assert!(archived.iter().all(|r| r.question.is_empty() && r.gold == "4"));
         assert_eq!(std::fs::read(out.join(STATES_DIR).join(file_name("d/0"))).unwrap(), b"states of d/0");
         assert_eq!(read_config(&out).unwrap(), config);
+    }
+
+    #[test]
+    fn a_pipeline_archive_keeps_what_debates_load_and_its_collected_run() {
+        use thoughtcomm::pipeline::PipelineAgent;
+        let (dir, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (dir, out) = (dir.path(), out.path().join("pipeline"));
+        let mut manifest = PipelineManifest::new(vec![PipelineAgent { model: "m".into(), hidden_size: 4 }], 2);
+        manifest.adapters.insert("m".into(), PipelineManifest::adapter_file("m"));
+        manifest.provenance = json!({"run": "runs/x/collect"});
+        manifest.write(dir).unwrap();
+        for (name, bytes) in [
+            ("autoencoder.safetensors", &b"ae weights"[..]),
+            ("autoencoder.json", b"{\"k\": 2}"),
+            ("structure.json", b"{\"b\": []}"),
+            ("adapter-m.safetensors", b"adapter weights"),
+            ("adapter-m.json", b"{\"step\": 10}"),
+        ] {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        std::fs::create_dir(dir.join("ae")).unwrap();
+        std::fs::write(dir.join("ae").join("optimizer.safetensors"), b"training state").unwrap();
+        let (mut writer, _) = RunWriter::open(&dir.join(COLLECT_DIR), &json!({"format": 2, "mode": "text"})).unwrap();
+        writer.append(&result("t/0")).unwrap();
+
+        run(ArchiveArgs { run: dir.to_path_buf(), out: out.clone() }).unwrap();
+        for name in ["manifest.json", "autoencoder.safetensors", "autoencoder.json", "structure.json", "adapter-m.safetensors", "adapter-m.json"] {
+            assert_eq!(std::fs::read(out.join(name)).unwrap(), std::fs::read(dir.join(name)).unwrap(), "{name}");
+        }
+        assert!(!out.join("ae").exists(), "training state stays behind");
+        let collected = read_results(&out.join(COLLECT_DIR)).unwrap();
+        assert_eq!((collected.len(), collected[0].question.as_str()), (1, ""));
+        assert_eq!(crate::debate::pipeline_digest(&out).unwrap(), crate::debate::pipeline_digest(dir).unwrap());
+        // Rerun after the pipeline trained further: the checkpoints are replaced, the run grows.
+        std::fs::write(dir.join("adapter-m.safetensors"), b"adapter weights, later").unwrap();
+        writer.append(&result("t/1")).unwrap();
+        run(ArchiveArgs { run: dir.to_path_buf(), out: out.clone() }).unwrap();
+        assert_eq!(std::fs::read(out.join("adapter-m.safetensors")).unwrap(), b"adapter weights, later");
+        assert_eq!(read_results(&out.join(COLLECT_DIR)).unwrap().len(), 2);
     }
 
     #[test]

@@ -267,7 +267,7 @@ fn pipeline_name(dir: &std::path::Path) -> String {
 /// sha256 (first 16 hex digits) over the pipeline's manifest and its `part_files`. The manifest's
 /// provenance is left out: `tcomm train` rewrites it when rerun on a finished pipeline, which
 /// changes no weight.
-fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
     let manifest = PipelineManifest::read(dir).with_context(|| format!("reading the thought pipeline in {}", dir.display()))?;
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(&PipelineManifest { provenance: serde_json::Value::Null, ..manifest.clone() })?);

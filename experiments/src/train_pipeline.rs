@@ -122,6 +122,9 @@ pub fn words(pairs: &[(&str, String)]) -> Vec<OsString> {
     pairs.iter().flat_map(|(k, v)| [OsString::from(*k)].into_iter().chain((!v.is_empty()).then(|| OsString::from(v)))).collect()
 }
 
+/// The pipeline's training debates (text debate with saved states), inside its folder.
+pub const COLLECT_DIR: &str = "collect";
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let setup = &args.setup;
     let split = match (&args.split, setup.dataset.as_str()) {
@@ -130,7 +133,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (None, "math") => "test_dev".into(),
         (None, _) => "dev".into(),
     };
-    let collect = args.out.join("collect");
+    let collect = args.out.join(COLLECT_DIR);
     let mut collect_words = words(&[("--mode", "text".into()), ("--save-states", String::new())]);
     collect_words.extend(setup.words(Some(split.as_str()), args.limit, &collect));
     if let Some(layer) = args.state_layer {
