@@ -5,7 +5,7 @@
 //! as the files its manifest names plus its collected debates, so that ThoughtComm runs resume
 //! against it on another machine (their recorded digest covers exactly those files).
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use agents::results::{read_config, read_results, RunWriter};
 use agents::states::{file_name, STATES_DIR};
@@ -41,7 +41,11 @@ fn archive_pipeline(dir: &Path, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut copied = 0;
     for from in manifest.part_files(dir).into_iter().chain([dir.join(MANIFEST_FILE)]) {
-        let relative = from.strip_prefix(dir).with_context(|| format!("{}: outside the pipeline folder", from.display()))?;
+        let relative = from
+            .strip_prefix(dir)
+            .ok()
+            .filter(|r| r.components().all(|c| matches!(c, Component::Normal(_))))
+            .with_context(|| format!("{}: the manifest names a file outside the pipeline folder", from.display()))?;
         let to = out.join(relative);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create", parent.display()))?;
@@ -160,6 +164,11 @@ mod tests {
         run(ArchiveArgs { run: dir.to_path_buf(), out: out.clone() }).unwrap();
         assert_eq!(std::fs::read(out.join("adapter-m.safetensors")).unwrap(), b"adapter weights, later");
         assert_eq!(read_results(&out.join(COLLECT_DIR)).unwrap().len(), 2);
+        // A manifest naming a file outside its folder is refused, not copied out of the archive.
+        manifest.structure = "../structure.json".into();
+        manifest.write(dir).unwrap();
+        let err = run(ArchiveArgs { run: dir.to_path_buf(), out: out.clone() }).unwrap_err();
+        assert!(format!("{err:#}").contains("outside the pipeline folder"), "{err:#}");
     }
 
     #[test]
