@@ -2,10 +2,17 @@
 //! Generates agent states from latents with a known shared/private structure, trains the
 //! autoencoder with the chosen Jacobian penalty and without it (lambda = 0, the ablation), and
 //! reports how well each recovers the latents (MCC) and the structure (F1).
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
-use thoughtcomm::benchmark::{self, BenchConfig, BenchReport, RecoveryScores};
+use indicatif::ProgressBar;
+use thoughtcomm::benchmark::{self, BenchConfig, BenchReport, RecoveryScores, TrainingObserver};
 use thoughtcomm::synthetic::SyntheticConfig;
-use thoughtcomm::{Aggregate, Estimator, StructureConfig, TrainConfig};
+use thoughtcomm::{
+    Aggregate, AutoencoderConfig, Estimator, StructureConfig, ThoughtAutoencoder, ThoughtError, TrainConfig, TrainReport,
+};
+
+use crate::train::{advance, bar};
 
 const LONG_ABOUT: &str = "\
 The synthetic identifiability benchmark of the thought autoencoder.
@@ -22,7 +29,10 @@ the recovered agent-by-latent matrix B against the truth (after the same matchin
 
 Estimators: paper (element-wise l1 of the decoder Jacobian), column-norm (the same with each
 Jacobian column scaled by its latent's standard deviation), group (l2 over each agent's rows, l1
-across agents and latents, column-normalized), log (the default: an l0 relaxation of column-norm).";
+across agents and latents, column-normalized), log (the default: an l0 relaxation of column-norm).
+
+At the paper's sizes (--latent-dim 128 and up) a training takes hours on a CPU: --checkpoint DIR
+saves both trainings there every 200 steps, and a rerun with the same settings resumes them.";
 
 #[derive(clap::Args)]
 #[command(long_about = LONG_ABOUT)]
@@ -67,6 +77,14 @@ pub struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Skip the lambda = 0 training (the ablation): halves the time while tuning at large sizes.
+    /// The JSON's `*_no_sparsity` fields are then null.
+    #[arg(long)]
+    no_ablation: bool,
+    /// Save each training's autoencoder in this folder every 200 steps; a rerun with the same
+    /// settings (and the same or more --steps) resumes from it.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -84,8 +102,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         steps: args.steps,
         train: TrainConfig { batch_size: args.batch_size, learning_rate: args.learning_rate, seed: args.seed },
         structure: StructureConfig { aggregate: args.aggregate, threshold: args.threshold },
+        ablation: !args.no_ablation,
     };
-    let report = benchmark::run(&config).context("identifiability benchmark")?;
+    if let Some(dir) = &args.checkpoint {
+        check_checkpoint_data(dir, &config.data)?;
+    }
+    let mut observer = Progress { args: &args, bar: None };
+    let report = benchmark::run_observed(&config, &mut observer).context("identifiability benchmark")?;
     if args.json {
         println!("{}", to_json(&args, &report));
     } else {
@@ -94,14 +117,101 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// File in a --checkpoint folder naming the data its autoencoders were trained on.
+const DATA_FILE: &str = "data.json";
+
+/// Writes the data settings into a new checkpoint folder, or checks that an existing one holds
+/// autoencoders trained on the same data (the checkpoints themselves record shapes and training).
+fn check_checkpoint_data(dir: &Path, data: &SyntheticConfig) -> anyhow::Result<()> {
+    let settings = serde_json::json!({
+        "agents": data.agents, "latent_dim": data.latent_dim, "samples": data.samples, "seed": data.seed,
+    });
+    let path = dir.join(DATA_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let found: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+        anyhow::ensure!(
+            found == settings,
+            "{}: the checkpoints there were trained on other data ({found}); this run is {settings}: use another --checkpoint folder",
+            path.display()
+        );
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    std::fs::write(&path, settings.to_string()).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// A progress bar (a log line every tenth without a terminal) per training, and the
+/// --checkpoint saves and resumes.
+struct Progress<'a> {
+    args: &'a Args,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress<'_> {
+    fn checkpoint(&self, name: &str) -> Option<PathBuf> {
+        self.args.checkpoint.as_ref().map(|dir| dir.join(format!("{name}.safetensors")))
+    }
+}
+
+impl TrainingObserver for Progress<'_> {
+    fn resume(&mut self, name: &str, config: &AutoencoderConfig) -> thoughtcomm::Result<Option<ThoughtAutoencoder>> {
+        let steps = self.args.steps;
+        let bar = bar(steps, name).map_err(|e| ThoughtError::Config(e.to_string()))?;
+        let resumed = match self.checkpoint(name) {
+            Some(path) if path.exists() => {
+                let ae = ThoughtAutoencoder::load_expecting(&path, config)?;
+                let expected = TrainConfig {
+                    batch_size: self.args.batch_size,
+                    learning_rate: self.args.learning_rate,
+                    seed: self.args.seed,
+                };
+                let mismatch = |field: &str, found: String, expected: String| ThoughtError::CheckpointMismatch {
+                    path: path.clone(),
+                    field: field.into(),
+                    found,
+                    expected,
+                };
+                if ae.train_config() != &expected {
+                    return Err(mismatch("training settings", format!("{:?}", ae.train_config()), format!("{expected:?}")));
+                }
+                if ae.step() > steps {
+                    return Err(mismatch("step (beyond --steps)", ae.step().to_string(), steps.to_string()));
+                }
+                eprintln!("{name}: resuming at step {} of {steps} from {}", ae.step(), path.display());
+                bar.set_position(ae.step());
+                Some(ae)
+            }
+            _ => None,
+        };
+        self.bar = Some(bar);
+        Ok(resumed)
+    }
+
+    fn after_chunk(&mut self, name: &str, ae: &ThoughtAutoencoder, report: &TrainReport) -> thoughtcomm::Result<()> {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
+            advance(bar, name, ae.step());
+            if ae.step() >= self.args.steps {
+                bar.finish();
+            }
+        }
+        match self.checkpoint(name) {
+            Some(path) => ae.save(&path),
+            None => Ok(()),
+        }
+    }
+}
+
 fn to_json(args: &Args, r: &BenchReport) -> serde_json::Value {
     serde_json::json!({
         "mcc_shared": r.sparse.mcc_shared,
         "mcc_private": r.sparse.mcc_private,
         "structure_f1": r.sparse.structure_f1,
-        "mcc_shared_no_sparsity": r.no_sparsity.mcc_shared,
-        "mcc_private_no_sparsity": r.no_sparsity.mcc_private,
-        "structure_f1_no_sparsity": r.no_sparsity.structure_f1,
+        "mcc_shared_no_sparsity": r.no_sparsity.as_ref().map(|s| s.mcc_shared),
+        "mcc_private_no_sparsity": r.no_sparsity.as_ref().map(|s| s.mcc_private),
+        "structure_f1_no_sparsity": r.no_sparsity.as_ref().map(|s| s.structure_f1),
         "settings": {
             "agents": args.agents, "seed": args.seed, "latent_dim": args.latent_dim, "samples": args.samples,
             "estimator": args.estimator, "lambda": args.lambda, "steps": args.steps, "hidden": args.hidden,
@@ -137,5 +247,7 @@ fn print_table(args: &Args, r: &BenchReport) {
         )
     };
     row(format!("lambda = {}", args.lambda), &r.sparse);
-    row("lambda = 0 (ablation)".into(), &r.no_sparsity);
+    if let Some(ablation) = &r.no_sparsity {
+        row("lambda = 0 (ablation)".into(), ablation);
+    }
 }

@@ -58,10 +58,15 @@ enum Command {
     Archive(archive::ArchiveArgs),
 }
 
+/// Log filter without RUST_LOG: warnings from everything, and this binary's progress lines (one
+/// every tenth of a long job when stderr is not a terminal, where no bar is drawn).
+const DEFAULT_LOG_FILTER: &str = "warn,tcomm=info";
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();

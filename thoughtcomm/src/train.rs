@@ -171,13 +171,25 @@ impl ThoughtAutoencoder {
     /// has switched the decoder off, so that its latents carry no thoughts.
     pub fn explained_variance(&self, states: &AgentStates) -> Result<f64> {
         let x = self.normalize(states)?;
-        let x_hat = tch::no_grad(|| self.net.decoder.forward(&self.net.encoder.forward(&x)));
-        let residual = (x_hat - &x).square().sum(Kind::Double).double_value(&[]);
+        let residual = self.residual_sum(&x);
         let total = (&x - x.mean_dim(0, true, Kind::Float)).square().sum(Kind::Double).double_value(&[]);
         if total <= 0.0 {
             return Err(ThoughtError::Empty("the states do not vary: there is no variance to explain".into()));
         }
         Ok(1.0 - residual / total)
+    }
+
+    /// The reconstruction MSE over all of `states` (normalized units, as the training loss's
+    /// reconstruction term, but over every sample rather than a mini-batch).
+    pub fn reconstruction_mse(&self, states: &AgentStates) -> Result<f64> {
+        let x = self.normalize(states)?;
+        Ok(self.residual_sum(&x) / (x.numel().max(1) as f64))
+    }
+
+    /// Sum of squared reconstruction errors of normalized states `x`.
+    fn residual_sum(&self, x: &Tensor) -> f64 {
+        let x_hat = tch::no_grad(|| self.net.decoder.forward(&self.net.encoder.forward(x)));
+        (x_hat - x).square().sum(Kind::Double).double_value(&[])
     }
 
     /// States (`[samples, n_h]`, original units) decoded from latents `z` (`[samples, k]`).

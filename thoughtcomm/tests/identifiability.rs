@@ -19,9 +19,10 @@ fn default_estimator_beats_the_ablation_on_a_small_problem() {
         steps: 2000,
         train: TrainConfig { batch_size: 128, learning_rate: 1e-3, seed: 0 },
         structure: StructureConfig::default(),
+        ablation: true,
     };
     let r = benchmark::run(&config).expect("benchmark");
-    let (s, a) = (&r.sparse, &r.no_sparsity);
+    let (s, a) = (&r.sparse, r.no_sparsity.as_ref().expect("the ablation was asked for"));
     eprintln!(
         "sparse: MCC shared {:.3} private {:.3} F1 {:.3}; lambda = 0: {:.3} {:.3} {:.3}; {:.1} s",
         s.mcc_shared,
