@@ -65,6 +65,10 @@ pub struct Args {
     batch_size: i64,
     #[arg(long, default_value_t = 1e-3)]
     learning_rate: f64,
+    /// Estimate the penalty on this many random latent columns of the Jacobian per step (default:
+    /// all k): an unbiased estimate at that fraction of the Jacobian's cost, for large --latent-dim.
+    #[arg(long)]
+    jacobian_columns: Option<i64>,
     /// B[i][j] = score > threshold * (largest score); scores are column-scaled |dH/dZ|.
     #[arg(long, default_value_t = 0.1)]
     threshold: f64,
@@ -100,7 +104,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         lambda: args.lambda,
         hidden: args.hidden.clone(),
         steps: args.steps,
-        train: TrainConfig { batch_size: args.batch_size, learning_rate: args.learning_rate, seed: args.seed },
+        train: train_config(&args),
         structure: StructureConfig { aggregate: args.aggregate, threshold: args.threshold },
         ablation: !args.no_ablation,
     };
@@ -115,6 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_table(&args, &report);
     }
     Ok(())
+}
+
+fn train_config(args: &Args) -> TrainConfig {
+    TrainConfig {
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        seed: args.seed,
+        jacobian_columns: args.jacobian_columns,
+    }
 }
 
 /// File in a --checkpoint folder naming the data its autoencoders were trained on.
@@ -162,11 +175,7 @@ impl TrainingObserver for Progress<'_> {
         let resumed = match self.checkpoint(name) {
             Some(path) if path.exists() => {
                 let ae = ThoughtAutoencoder::load_expecting(&path, config)?;
-                let expected = TrainConfig {
-                    batch_size: self.args.batch_size,
-                    learning_rate: self.args.learning_rate,
-                    seed: self.args.seed,
-                };
+                let expected = train_config(self.args);
                 let mismatch = |field: &str, found: String, expected: String| ThoughtError::CheckpointMismatch {
                     path: path.clone(),
                     field: field.into(),
@@ -215,7 +224,7 @@ fn to_json(args: &Args, r: &BenchReport) -> serde_json::Value {
         "settings": {
             "agents": args.agents, "seed": args.seed, "latent_dim": args.latent_dim, "samples": args.samples,
             "estimator": args.estimator, "lambda": args.lambda, "steps": args.steps, "hidden": args.hidden,
-            "batch_size": args.batch_size, "learning_rate": args.learning_rate, "threshold": args.threshold,
+            "batch_size": args.batch_size, "learning_rate": args.learning_rate, "jacobian_columns": args.jacobian_columns, "threshold": args.threshold,
             "aggregate": args.aggregate.name(), "threads": args.threads,
         },
         "true_alpha": r.true_alpha,

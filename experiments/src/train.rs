@@ -48,6 +48,10 @@ pub struct TrainAeArgs {
     pub batch_size: i64,
     #[arg(long, default_value_t = 1e-3)]
     pub learning_rate: f64,
+    /// Estimate the penalty on this many random latent columns of the Jacobian per step (default:
+    /// all k): an unbiased estimate at that fraction of the Jacobian's cost.
+    #[arg(long)]
+    pub jacobian_columns: Option<i64>,
     /// B[i][j] = score > threshold * (largest score).
     #[arg(long, default_value_t = 0.1)]
     pub threshold: f64,
@@ -139,7 +143,12 @@ fn fit_autoencoder(states: &AgentStates, args: &TrainAeArgs) -> anyhow::Result<(
         if batch_size < args.batch_size {
             tracing::info!(batch_size, samples = states.samples(), "batch size lowered to the number of samples");
         }
-        let train = TrainConfig { batch_size, learning_rate: args.learning_rate, seed: args.seed };
+        let train = TrainConfig {
+            batch_size,
+            learning_rate: args.learning_rate,
+            seed: args.seed,
+            jacobian_columns: args.jacobian_columns,
+        };
         ThoughtAutoencoder::new(config, train)?
     };
     let bar = bar(args.steps, "autoencoder")?;

@@ -204,14 +204,19 @@ impl ThoughtDecoder {
     /// makes libtorch transpose and copy J at every layer; measured 12% faster forward + backward
     /// at 256x3), and returned as a transposed view; the penalties' element-wise ops and sums run
     /// over it in memory order. Differentiable, so the penalty trains the weights through it.
-    pub fn forward_with_jacobian(&self, z: &Tensor) -> (Tensor, Tensor) {
-        let [batch, k] = [z.size()[0], z.size()[1]];
+    /// With `columns` (indices into the k latents), only those columns of J: `[batch, n_h, columns]`
+    /// at that fraction of the cost.
+    pub fn forward_with_jacobian(&self, z: &Tensor, columns: Option<&Tensor>) -> (Tensor, Tensor) {
+        let batch = z.size()[0];
+        let k = columns.map_or(z.size()[1], |c| c.size()[0]);
         let mut x = z.shallow_clone();
-        // (dx/dz)ᵀ of the current activations; None stands for the identity before the first layer.
+        // (dx/dz)ᵀ of the current activations; None stands for the identity (its selected rows)
+        // before the first layer.
         let mut jac_t: Option<Tensor> = None;
-        let linear = |layer: &Dense, jac_t: &Option<Tensor>| match jac_t {
-            None => layer.w.tr().unsqueeze(0),
-            Some(j) => j.matmul(&layer.w.tr()),
+        let linear = |layer: &Dense, jac_t: &Option<Tensor>| match (jac_t, columns) {
+            (None, None) => layer.w.tr().unsqueeze(0),
+            (None, Some(c)) => layer.w.tr().index_select(0, c).unsqueeze(0),
+            (Some(j), _) => j.matmul(&layer.w.tr()),
         };
         for layer in &self.mlp.hidden {
             let (y, d) = elu_with_derivative(&layer.forward(&x));
@@ -260,12 +265,21 @@ impl ThoughtNetwork {
         &self.config
     }
 
-    /// The objective on a batch of normalized states `x` (`[batch, n_h]`).
-    pub fn loss(&self, x: &Tensor) -> LossParts {
+    /// The objective on a batch of normalized states `x` (`[batch, n_h]`). With `columns`, the
+    /// penalty is estimated on those latent columns of the Jacobian only, scaled by k / columns
+    /// (every estimator sums over columns, so the estimate is unbiased over random subsets).
+    pub fn loss(&self, x: &Tensor, columns: Option<&Tensor>) -> LossParts {
         let z = self.encoder.forward(x);
         let (x_hat, penalty) = if self.config.lambda > 0.0 {
-            let (x_hat, jac) = self.decoder.forward_with_jacobian(&z);
-            (x_hat, penalty(self.config.estimator, &jac, &z, &self.config.block_sizes))
+            let (x_hat, jac) = self.decoder.forward_with_jacobian(&z, columns);
+            let penalty = match columns {
+                None => penalty(self.config.estimator, &jac, &z, &self.config.block_sizes),
+                Some(c) => {
+                    let share = self.config.latent_dim as f64 / c.size()[0] as f64;
+                    penalty(self.config.estimator, &jac, &z.index_select(1, c), &self.config.block_sizes) * share
+                }
+            };
+            (x_hat, penalty)
         } else {
             (self.decoder.forward(&z), Tensor::zeros([], (Kind::Float, tch::Device::Cpu)))
         };

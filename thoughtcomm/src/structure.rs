@@ -104,7 +104,7 @@ impl ThoughtStructure {
             let mut acc: Option<Tensor> = None;
             for start in (0..n).step_by(CHUNK as usize) {
                 let len = CHUNK.min(n - start);
-                let (_, jac) = net.decoder.forward_with_jacobian(&z.narrow(0, start, len));
+                let (_, jac) = net.decoder.forward_with_jacobian(&z.narrow(0, start, len), None);
                 let jac = jac.abs();
                 let part = match config.aggregate {
                     Aggregate::Max => jac.amax(0, false),

@@ -19,11 +19,17 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Seeds the initial weights and every mini-batch.
     pub seed: u64,
+    /// Latent columns of the decoder Jacobian the penalty is estimated on at each step, drawn at
+    /// random without replacement (None, or k or more: all of them). The Jacobian costs about
+    /// batch x k x width² per layer, the bulk of a step at large k; the penalties sum over
+    /// columns, so a random subset scaled by k / columns is an unbiased estimate of the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jacobian_columns: Option<i64>,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { batch_size: 128, learning_rate: 1e-3, seed: 0 }
+        Self { batch_size: 128, learning_rate: 1e-3, seed: 0, jacobian_columns: None }
     }
 }
 
@@ -34,6 +40,9 @@ impl TrainConfig {
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err(ThoughtError::Config(format!("learning rate {} (must be finite and > 0)", self.learning_rate)));
+        }
+        if let Some(c) = self.jacobian_columns.filter(|&c| c < 1) {
+            return Err(ThoughtError::Config(format!("jacobian columns {c} (must be at least 1)")));
         }
         Ok(())
     }
@@ -134,10 +143,13 @@ impl ThoughtAutoencoder {
         let start = Instant::now();
         let window = 100.min(steps.max(1));
         let (mut rec_sum, mut pen_sum) = (0.0, 0.0);
+        let k = self.config().latent_dim;
+        let columns = self.train.jacobian_columns.filter(|&c| c < k);
         for i in 0..steps {
             let step = self.step + 1;
             let batch = x.index_select(0, &batch_indices(self.train.seed, step, self.train.batch_size, n));
-            let loss = self.net.loss(&batch);
+            let columns = columns.map(|c| column_indices(self.train.seed, step, c, k));
+            let loss = self.net.loss(&batch, columns.as_ref());
             zero_grads(&self.net.vs);
             loss.total.backward();
             self.adam.step(&self.net.vs, self.train.learning_rate, step)?;
@@ -212,10 +224,25 @@ impl ThoughtAutoencoder {
 /// Indices of mini-batch `step`: its own generator seeded from (seed, step) by a SplitMix64 mix,
 /// so no generator state has to be checkpointed.
 pub(crate) fn batch_indices(seed: u64, step: u64, batch: i64, n: i64) -> Tensor {
+    let mut rng = step_rng(seed, step);
+    let idx: Vec<i64> = (0..batch).map(|_| rng.random_range(0..n)).collect();
+    Tensor::from_slice(&idx)
+}
+
+/// The `columns` of the k Jacobian columns the penalty is estimated on at `step`, distinct; from
+/// a generator of their own (the mini-batches stay those of a run on all columns).
+fn column_indices(seed: u64, step: u64, columns: i64, k: i64) -> Tensor {
+    const STREAM: u64 = 0x6A09_E667_F3BC_C908;
+    let mut rng = step_rng(seed ^ STREAM, step);
+    let idx: Vec<i64> =
+        rand::seq::index::sample(&mut rng, k as usize, columns as usize).into_iter().map(|j| j as i64).collect();
+    Tensor::from_slice(&idx)
+}
+
+/// A generator for step `step` of a run seeded `seed` (a SplitMix64 mix of both).
+fn step_rng(seed: u64, step: u64) -> StdRng {
     let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    let mut rng = StdRng::seed_from_u64(z ^ (z >> 31));
-    let idx: Vec<i64> = (0..batch).map(|_| rng.random_range(0..n)).collect();
-    Tensor::from_slice(&idx)
+    StdRng::seed_from_u64(z ^ (z >> 31))
 }

@@ -226,7 +226,7 @@ fn the_sampled_reading_draws_references_without_prefix_trains_and_resumes_exactl
 fn write_pipeline(dir: &Path, k: i64) {
     let states = AgentStates::from_concat(Tensor::randn([40, 3 * D], (Kind::Float, Device::Cpu)), vec![D; 3]).unwrap();
     let config = AutoencoderConfig { block_sizes: vec![D; 3], latent_dim: k, hidden: vec![16], lambda: 1e-3, estimator: Estimator::ColumnNorm };
-    let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: 16, learning_rate: 1e-3, seed: 1 }).unwrap();
+    let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: 16, learning_rate: 1e-3, seed: 1, jacobian_columns: None }).unwrap();
     ae.fit(&states, 20).unwrap();
     let structure = ThoughtStructure::recover(&ae, &states, &StructureConfig { aggregate: Aggregate::Max, threshold: 0.3 }).unwrap();
     let mut manifest = PipelineManifest::new((0..3).map(|_| PipelineAgent { model: "toy".into(), hidden_size: D }).collect(), 1);

@@ -21,7 +21,7 @@ fn config(estimator: Estimator) -> AutoencoderConfig {
 }
 
 fn train() -> TrainConfig {
-    TrainConfig { batch_size: 32, learning_rate: 1e-3, seed: 5 }
+    TrainConfig { batch_size: 32, learning_rate: 1e-3, seed: 5, jacobian_columns: None }
 }
 
 /// The closed-form J equals autograd's, row by row (samples are independent, so the gradient of
@@ -33,7 +33,7 @@ fn closed_form_jacobian_matches_autograd() {
         AutoencoderConfig { block_sizes: vec![3, 5], latent_dim: 4, hidden: vec![9, 7, 6], ..config(Estimator::Paper) };
     let ae = ThoughtAutoencoder::new(cfg, train()).expect("autoencoder");
     let z = Tensor::randn([10, 4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
-    let (x, jac) = ae.network().decoder.forward_with_jacobian(&z);
+    let (x, jac) = ae.network().decoder.forward_with_jacobian(&z, None);
     assert_eq!(jac.size(), vec![10, 8, 4]);
     assert!(x.allclose(&ae.network().decoder.forward(&z), 1e-6, 1e-6, false));
     for r in 0..8 {
@@ -45,6 +45,41 @@ fn closed_form_jacobian_matches_autograd() {
 
 /// Encoder output and decoder output on `probe`: equal for two autoencoders only if both
 /// networks' weights are (for all practical purposes) equal.
+/// Estimating the penalty on a subset of the Jacobian's latent columns: the subset's columns are
+/// those of the full Jacobian, and the estimates on the two halves of a partition of the columns
+/// average to the full penalty for every estimator (each sums over columns), so random subsets of
+/// one size give an unbiased estimate. A training on a subset is seeded like any other.
+#[test]
+fn penalty_on_column_subsets_is_unbiased() {
+    one_thread();
+    let s = states(2);
+    for estimator in Estimator::ALL {
+        let cfg = AutoencoderConfig { latent_dim: 6, ..config(estimator) };
+        let mut ae = ThoughtAutoencoder::new(cfg.clone(), train()).expect("autoencoder");
+        ae.fit(&s, 5).expect("fit");
+        let x = ae.normalize(&s).expect("normalize").narrow(0, 0, 64);
+        let net = ae.network();
+        let (even, odd) = (Tensor::from_slice(&[4i64, 0, 2]), Tensor::from_slice(&[1i64, 5, 3]));
+        let z = net.encoder.forward(&x);
+        let (_, full_jac) = net.decoder.forward_with_jacobian(&z, None);
+        let (_, part_jac) = net.decoder.forward_with_jacobian(&z, Some(&even));
+        assert!(part_jac.allclose(&full_jac.index_select(2, &even), 1e-6, 1e-6, false), "{estimator}: columns differ");
+        let full = net.loss(&x, None);
+        let (a, b) = (net.loss(&x, Some(&even)), net.loss(&x, Some(&odd)));
+        let mean = (a.penalty.double_value(&[]) + b.penalty.double_value(&[])) / 2.0;
+        let want = full.penalty.double_value(&[]);
+        assert!((mean - want).abs() <= 1e-5 * want.abs().max(1.0), "{estimator}: halves average {mean}, full {want}");
+        assert!(a.reconstruction.equal(&full.reconstruction), "{estimator}: the subset changed the reconstruction");
+
+        let subset = TrainConfig { jacobian_columns: Some(2), ..train() };
+        let mut p = ThoughtAutoencoder::new(cfg.clone(), subset.clone()).expect("p");
+        let mut q = ThoughtAutoencoder::new(cfg, subset).expect("q");
+        p.fit(&s, 20).expect("fit");
+        q.fit(&s, 20).expect("fit");
+        assert!(weights(&p, &s).equal(&weights(&q, &s)), "{estimator}: same seed, different result");
+    }
+}
+
 fn weights(ae: &ThoughtAutoencoder, probe: &AgentStates) -> Tensor {
     let z = ae.encode(probe).expect("encode");
     let h = ae.decode(&z).expect("decode");

@@ -17,7 +17,7 @@ fn default_estimator_beats_the_ablation_on_a_small_problem() {
         lambda: 1e-2,
         hidden: vec![32, 32],
         steps: 2000,
-        train: TrainConfig { batch_size: 128, learning_rate: 1e-3, seed: 0 },
+        train: TrainConfig { batch_size: 128, learning_rate: 1e-3, seed: 0, jacobian_columns: None },
         structure: StructureConfig::default(),
         ablation: true,
     };

@@ -86,7 +86,7 @@ fn measure_ours(args: &AeArgs) -> anyhow::Result<f64> {
         lambda: args.lambda,
         estimator: args.estimator,
     };
-    let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: args.batch_size, learning_rate: 1e-3, seed: 0 })?;
+    let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: args.batch_size, learning_rate: 1e-3, seed: 0, jacobian_columns: None })?;
     ae.fit(&states, args.warmup)?;
     let start = Instant::now();
     ae.fit(&states, args.steps)?;

@@ -22,7 +22,7 @@ const LAYER: u32 = 20;
 fn write_pipeline(dir: &Path, hidden_in_manifest: i64) {
     let states = AgentStates::from_concat(Tensor::randn([32, 2 * HIDDEN], (Kind::Float, Device::Cpu)), vec![HIDDEN; 2]).unwrap();
     let config = AutoencoderConfig { block_sizes: vec![HIDDEN; 2], latent_dim: 8, hidden: vec![32], lambda: 1e-3, estimator: Estimator::ColumnNorm };
-    let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: 16, learning_rate: 1e-3, seed: 2 }).unwrap();
+    let mut ae = ThoughtAutoencoder::new(config, TrainConfig { batch_size: 16, learning_rate: 1e-3, seed: 2, jacobian_columns: None }).unwrap();
     ae.fit(&states, 10).unwrap();
     let structure = ThoughtStructure::recover(&ae, &states, &StructureConfig::default()).unwrap();
     let agents = (0..2).map(|_| PipelineAgent { model: MODEL.into(), hidden_size: hidden_in_manifest }).collect();
