@@ -12,7 +12,7 @@ use thoughtcomm::{
     Aggregate, AutoencoderConfig, Estimator, StructureConfig, ThoughtAutoencoder, ThoughtError, TrainConfig, TrainReport,
 };
 
-use crate::train::{advance, bar};
+use crate::train::{bar, show_chunk};
 
 const LONG_ABOUT: &str = "\
 The synthetic identifiability benchmark of the thought autoencoder.
@@ -200,8 +200,7 @@ impl TrainingObserver for Progress<'_> {
 
     fn after_chunk(&mut self, name: &str, ae: &ThoughtAutoencoder, report: &TrainReport) -> thoughtcomm::Result<()> {
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
-            advance(bar, name, ae.step());
+            show_chunk(bar, name, ae.step(), report);
             if ae.step() >= self.args.steps {
                 bar.finish();
             }

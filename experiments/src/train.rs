@@ -13,6 +13,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use thoughtcomm::{
     AgentStates, Aggregate, AutoencoderConfig, Estimator, StructureConfig, ThoughtAutoencoder, ThoughtStructure, TrainConfig,
+    TrainReport,
 };
 
 use crate::structure_plot;
@@ -88,6 +89,12 @@ pub fn advance(bar: &ProgressBar, what: &str, position: u64) {
     bar.set_position(position);
 }
 
+/// Shows a finished chunk of autoencoder training on `bar`: its losses and the step reached.
+pub fn show_chunk(bar: &ProgressBar, what: &str, step: u64, report: &TrainReport) {
+    bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
+    advance(bar, what, step);
+}
+
 /// Below this share of the states' variance reconstructed, the autoencoder's latents carry
 /// (almost) nothing: typically a --lambda too strong for the states' size, whose penalty sums
 /// over all n_h x k Jacobian entries while the reconstruction is a mean per entry.
@@ -154,14 +161,11 @@ fn fit_autoencoder(states: &AgentStates, args: &TrainAeArgs) -> anyhow::Result<(
     let bar = bar(args.steps, "autoencoder")?;
     bar.set_position(ae.step().min(args.steps));
     const CHUNK: u64 = 50;
-    while ae.step() < args.steps {
-        let steps = CHUNK.min(args.steps - ae.step());
-        let report = ae.fit(states, steps)?;
-        bar.set_message(format!("reconstruction {:.4} penalty {:.3}", report.reconstruction, report.penalty));
-        advance(&bar, "autoencoder", ae.step());
+    ae.fit_until(states, args.steps, CHUNK, |ae, report| {
+        show_chunk(&bar, "autoencoder", ae.step(), report);
         // Saved as it goes: a killed run resumes from the last chunk.
-        ae.save(&path)?;
-    }
+        ae.save(&path)
+    })?;
     bar.finish();
     ae.save(&path)?;
     let structure_config = StructureConfig { aggregate: args.aggregate, threshold: args.threshold };

@@ -119,17 +119,10 @@ fn evaluate(
         Some(ae) => ae,
         None => ThoughtAutoencoder::new(ae_config, config.train.clone())?,
     };
-    let (first_step, mut seconds, mut last) = (ae.step(), 0.0, None);
-    while ae.step() < config.steps {
-        let report = ae.fit(&data.states, CHUNK_STEPS.min(config.steps - ae.step()))?;
-        observer.after_chunk(name, &ae, &report)?;
-        seconds += report.seconds;
-        last = Some(report);
-    }
-    let samples = (ae.step() - first_step) as f64 * ae.train_config().batch_size as f64;
+    let report = ae.fit_until(&data.states, config.steps, CHUNK_STEPS, |ae, report| observer.after_chunk(name, ae, report))?;
     // The mean over the last training steps when this call trained, else (a resumed training
     // that had already finished) the reconstruction over all samples.
-    let reconstruction = match last {
+    let reconstruction = match &report {
         Some(report) => report.reconstruction,
         None => ae.reconstruction_mse(&data.states)?,
     };
@@ -143,8 +136,8 @@ fn evaluate(
         mcc_all: matching.mcc(|_| true),
         structure_f1: structure_f1(&data.true_b, &structure.b, &matching),
         reconstruction,
-        train_seconds: seconds,
-        samples_per_second: samples / seconds.max(1e-9),
+        train_seconds: report.as_ref().map_or(0.0, |r| r.seconds),
+        samples_per_second: report.as_ref().map_or(0.0, |r| r.samples_per_second),
         recovered_alpha: (0..k).map(|j| structure.alpha[matching.estimated[j]]).collect(),
         correlations: matching.correlations,
         matched: matching.estimated,

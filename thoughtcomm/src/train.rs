@@ -172,6 +172,27 @@ impl ThoughtAutoencoder {
         })
     }
 
+    /// Trains up to step `until` in [`fit`](Self::fit) calls of at most `chunk` steps, calling
+    /// `after_chunk` after each (progress, checkpoints). The report covers the whole call: the
+    /// last chunk's losses, the time and throughput of all chunks; None when already at `until`.
+    pub fn fit_until(
+        &mut self,
+        states: &AgentStates,
+        until: u64,
+        chunk: u64,
+        mut after_chunk: impl FnMut(&Self, &TrainReport) -> Result<()>,
+    ) -> Result<Option<TrainReport>> {
+        let (first_step, mut seconds, mut last) = (self.step, 0.0, None);
+        while self.step < until {
+            let report = self.fit(states, chunk.max(1).min(until - self.step))?;
+            after_chunk(self, &report)?;
+            seconds += report.seconds;
+            last = Some(report);
+        }
+        let samples = (self.step - first_step) as f64 * self.train.batch_size as f64;
+        Ok(last.map(|report| TrainReport { seconds, samples_per_second: samples / seconds.max(1e-9), ..report }))
+    }
+
     /// Z_hat (`[samples, k]`) of `states`.
     pub fn encode(&self, states: &AgentStates) -> Result<Tensor> {
         let x = self.normalize(states)?;
