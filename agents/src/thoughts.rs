@@ -51,6 +51,29 @@ pub struct ThoughtsConfig {
     pub random_latents: bool,
 }
 
+impl ThoughtsConfig {
+    /// The settings that depart from the paper's method (routed thoughts, trained agreement
+    /// weights, extracted latents, text shown), in words, for reports; empty for the method itself.
+    pub fn ablations(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.routing == RoutingMode::All {
+            out.push("all thoughts to all agents");
+        }
+        match self.agreement {
+            AgreementMode::Trained => {}
+            AgreementMode::Fixed => out.push("fixed agreement weights alpha/n"),
+            AgreementMode::None => out.push("no agreement reweighting"),
+        }
+        if self.random_latents {
+            out.push("random latents of the same norm");
+        }
+        if !self.show_text {
+            out.push("other agents' text hidden");
+        }
+        out
+    }
+}
+
 /// One agent's share of a round's thoughts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentThoughtRecord {
@@ -62,6 +85,10 @@ pub struct AgentThoughtRecord {
     /// thoughts) on training-like states); absent in records written before it existed.
     #[serde(default)]
     pub thought_norm: Option<f64>,
+    /// The thought norm on training-like states: sqrt of the sum of the routed thoughts' squared
+    /// agreement weights; absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_thought_norm: Option<f64>,
 }
 
 /// The thoughts composed after round `after_round` for the next one, and where the time went.
@@ -156,6 +183,7 @@ pub async fn compose(
                 agreement_weights: a.agreement_weights.clone(),
                 prefix_norm: a.prefix_norm,
                 thought_norm: Some(a.thought_norm),
+                expected_thought_norm: Some(a.expected_thought_norm),
             })
             .collect(),
         state_cosine: reply.state_cosine.is_finite().then_some(reply.state_cosine),
@@ -167,4 +195,26 @@ pub async fn compose(
         replayed_retokenized: None,
     };
     Ok((ids, record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ablations_name_each_departure_from_the_method() {
+        let method = ThoughtsConfig {
+            pipeline: "p".into(),
+            checkpoints: String::new(),
+            show_text: true,
+            routing: RoutingMode::Routed,
+            agreement: AgreementMode::Trained,
+            random_latents: false,
+        };
+        assert!(method.ablations().is_empty());
+        let random = ThoughtsConfig { random_latents: true, ..method.clone() };
+        assert_eq!(random.ablations(), ["random latents of the same norm"]);
+        let all = ThoughtsConfig { routing: RoutingMode::All, agreement: AgreementMode::None, show_text: false, ..method };
+        assert_eq!(all.ablations(), ["all thoughts to all agents", "no agreement reweighting", "other agents' text hidden"]);
+    }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use agents::answer::{self, Grader};
 use agents::metrics::{self, compare_paired, wilson_interval, Z95};
 use agents::results::{read_config, read_results, ProblemResult};
+use agents::thoughts::ThoughtsConfig;
 use anyhow::{bail, Context};
 use clap::Args;
 use plotters::prelude::*;
@@ -74,6 +75,11 @@ impl RunSummary {
             agents,
             config["rounds"].as_u64().unwrap_or(1)
         );
+        // Ablations of thought communication, named in the setup so that arms stay told apart.
+        let describe = match serde_json::from_value::<ThoughtsConfig>(config["thoughts"].clone()) {
+            Ok(thoughts) if !thoughts.ablations().is_empty() => format!("{describe} ({})", thoughts.ablations().join(", ")),
+            _ => describe,
+        };
         let describe = match config["first_round_from"].as_str() {
             // Its latency covers the later rounds only: the first was not generated here.
             Some(source) if config["mode"] == "thoughtcomm" => {

@@ -12,11 +12,14 @@ struct ThoughtTotals {
     shared: f64,
     private: f64,
     prefix_norm: f64,
-    /// Sums over the agent records that have a thought norm (older records do not), and of
-    /// sqrt(routed thoughts), its expected size on training-like states, over the same records.
+    /// Sums over the agent records that have a thought norm (older records do not), and of its
+    /// expected size on training-like states, over the same records.
     thought_norm: f64,
     expected_thought_norm: f64,
     thought_norm_count: usize,
+    /// Records written before the runtime reported the expectation: sqrt(routed thoughts)
+    /// stands in for it there, which ignores the agreement weights.
+    unweighted_expectations: usize,
     cosine_sum: f64,
     cosine_count: usize,
     compose_s: f64,
@@ -55,7 +58,10 @@ fn totals(results: &[ProblemResult]) -> Option<ThoughtTotals> {
                 t.prefix_norm += a.prefix_norm;
                 if let Some(norm) = a.thought_norm {
                     t.thought_norm += norm;
-                    t.expected_thought_norm += f64::from(a.shared + a.private).sqrt();
+                    t.expected_thought_norm += a.expected_thought_norm.unwrap_or_else(|| {
+                        t.unweighted_expectations += 1;
+                        f64::from(a.shared + a.private).sqrt()
+                    });
                     t.thought_norm_count += 1;
                 }
             }
@@ -73,8 +79,9 @@ pub fn section(runs: &[(&str, &[ProblemResult])]) -> Option<String> {
     let mut md = String::from(
         "\nThought communication (per agent and composition: routed thoughts and prefix norm; state cosine: mean pairwise \
          cosine of the agents' states, near 1 = hard to tell apart; thought norm: the routed thoughts' norm in the adapter's \
-         standardized units, against sqrt(routed thoughts), its size on states like the training ones: far above it, the \
-         states lie outside what the pipeline was trained on; overhead: ComposeThoughts calls as a share of the wall time):\n\n\
+         standardized units, against its size on states like the training ones, sqrt(sum of the routed thoughts' squared \
+         agreement weights): far from it, the states lie outside what the pipeline was trained on; overhead: \
+         ComposeThoughts calls as a share of the wall time):\n\n\
          | run | compositions | shared / agent | private / agent | prefix norm | thought norm (expected) | state cosine | compose ms (server part) | overhead |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
@@ -85,6 +92,13 @@ pub fn section(runs: &[(&str, &[ProblemResult])]) -> Option<String> {
                 "\n{name}: its first round was recorded in another run and fed back for the states; {} of {} responses \
                  tokenized anew to another token count than they were generated with (their states are of the new tokenization).\n",
                 t.retokenized, t.replayed
+            ));
+        }
+        if t.unweighted_expectations > 0 {
+            notes.push_str(&format!(
+                "\n{name}: {} of {} agent records predate the recorded expectation; sqrt(routed thoughts) stands in for it \
+                 there (it ignores the agreement weights, so it overstates the expected norm when they are below 1).\n",
+                t.unweighted_expectations, t.thought_norm_count
             ));
         }
         let per_agent = |x: f64| x / t.agent_records.max(1) as f64;

@@ -94,6 +94,10 @@ fn thoughtcomm_trains_debates_records_and_reports() {
             assert_eq!(a.agreement_weights.len(), 4);
             assert!(a.prefix_norm.is_finite() && a.prefix_norm > 0.0);
             assert!(a.thought_norm.is_some_and(|n| n.is_finite() && n > 0.0), "{:?}", a.thought_norm);
+            // On unit-variance latents: sqrt of the sum of w[alpha_j]^2 over agent i's thoughts.
+            let squares: f64 = structure.thoughts(i).iter().map(|&j| a.agreement_weights[structure.alpha[j]].powi(2)).sum();
+            let expected = a.expected_thought_norm.expect("the runtime reports the expectation");
+            assert!((expected - squares.sqrt()).abs() < 1e-4 * (1.0 + expected), "agent {i}: {expected} vs {}", squares.sqrt());
         }
         let cosine = record.state_cosine.expect("same-size states");
         assert!((-1.0..=1.0).contains(&cosine));
@@ -120,7 +124,7 @@ fn thoughtcomm_trains_debates_records_and_reports() {
         .collect();
     let mean = |f: &dyn Fn(&AgentThoughtRecord) -> f64| records.iter().map(f).sum::<f64>() / records.len() as f64;
     let thought_norm = mean(&|a| a.thought_norm.unwrap_or(f64::NAN));
-    let expected = mean(&|a| f64::from(a.shared + a.private).sqrt());
+    let expected = mean(&|a| a.expected_thought_norm.unwrap_or(f64::NAN));
     assert!(row.contains(&format!("| {thought_norm:.1} ({expected:.1}) |")), "{row}");
 
     // Text debate branched from the ThoughtComm run's first round: round 1 is that run's, round 2
@@ -156,7 +160,7 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     let experiment = dir.path().join("experiment");
     let ran = tcomm(&[
         "experiment", "thoughtcomm-vs-text", "--model", "smollm2-135m", "--dataset", "gsm8k", "--split", "dev", "--limit", "2",
-        "--max-new-tokens", "16", "--thoughts", path(&pipeline), "--out", path(&experiment),
+        "--max-new-tokens", "16", "--thoughts", path(&pipeline), "--ablations", "random-latents", "--out", path(&experiment),
     ]);
     assert!(ran.status.success());
     let text_arm = read_results(&experiment.join("text")).unwrap();
@@ -171,11 +175,19 @@ fn thoughtcomm_trains_debates_records_and_reports() {
         assert!(rounds[0].agents.iter().all(|a| a.prefix_norm > 0.0));
     }
     let md = std::fs::read_to_string(experiment.join("report.md")).unwrap();
-    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---")).take(3).collect();
-    for (row, arm) in rows.iter().zip(["text", "single", "thoughtcomm"]) {
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| run") && !l.starts_with("| ---")).take(4).collect();
+    for (row, arm) in rows.iter().zip(["text", "single", "thoughtcomm", "thoughtcomm-random-latents"]) {
         assert!(row.starts_with(&format!("| {arm} |")), "{md}");
     }
     assert!(rows[2].contains("round 1 from") && !rows[0].contains("round 1 from"), "{md}");
+    // The ablation arm says what it ablates; the method's arm names no ablation.
+    assert!(rows[3].contains("(random latents of the same norm)") && !rows[2].contains("random latents"), "{md}");
+    let ablated = read_results(&experiment.join("thoughtcomm-random-latents")).unwrap();
+    assert_eq!(ablated.len(), 2);
+    for a in &ablated {
+        let source = text_arm.iter().find(|r| r.id == a.id).expect("a problem of the text arm");
+        assert_eq!(a.rounds[0], source.rounds[0]);
+    }
     let retokenized: usize = tc_arm
         .iter()
         .map(|t| serde_json::from_value::<Vec<ThoughtRoundRecord>>(t.thoughts.as_ref().unwrap()["rounds"].clone()).unwrap()[0].replayed_retokenized.unwrap())

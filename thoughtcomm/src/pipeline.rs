@@ -117,9 +117,11 @@ pub struct AgentThoughts {
     pub weights: Vec<f64>,
     /// Mean l2 norm of the prefix vectors.
     pub prefix_norm: f64,
-    /// l2 norm of the routed thoughts the adapter read (standardized by the training latents:
-    /// about sqrt(routed thoughts) on training-like states).
+    /// l2 norm of the routed thoughts the adapter read (standardized by the training latents).
     pub thought_norm: f64,
+    /// What `thought_norm` is on states like the training ones: each standardized latent has
+    /// unit variance there, so sqrt(sum over the routed thoughts of w[alpha]^2).
+    pub expected_thought_norm: f64,
 }
 
 /// One round's composition: a prefix per agent (`[m, hidden_i]`, on the adapter's device) and
@@ -257,7 +259,8 @@ impl ThoughtPipeline {
                     z = &noise * (z.norm().double_value(&[]) / noise.norm().double_value(&[]).max(1e-12));
                 }
                 let weights = adapter.agreement_weights(options.agreement);
-                routed.push((plan.route(&z, &weights)?.get(i as i64), weights));
+                let expected = plan.route(&z.ones_like(), &weights)?.get(i as i64).norm().double_value(&[]);
+                routed.push((plan.route(&z, &weights)?.get(i as i64), weights, expected));
             }
             Ok(())
         })?;
@@ -265,7 +268,7 @@ impl ThoughtPipeline {
         let mut prefixes = Vec::with_capacity(states.len());
         let mut agents = Vec::with_capacity(states.len());
         tch::no_grad(|| -> Result<()> {
-            for (i, (thoughts, weights)) in routed.iter().enumerate() {
+            for (i, (thoughts, weights, expected)) in routed.iter().enumerate() {
                 let prefix = self.adapter(i).forward(thoughts);
                 let norm = prefix.norm_scalaropt_dim(2, [1i64], false).mean(Kind::Float).double_value(&[]);
                 agents.push(AgentThoughts {
@@ -274,6 +277,7 @@ impl ThoughtPipeline {
                     weights: Vec::<f64>::try_from(weights.to_kind(Kind::Double).to_device(Device::Cpu))?,
                     prefix_norm: norm,
                     thought_norm: thoughts.norm().double_value(&[]),
+                    expected_thought_norm: *expected,
                 });
                 prefixes.push(prefix);
             }

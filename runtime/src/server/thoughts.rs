@@ -223,6 +223,7 @@ pub async fn compose(
             agreement_weights: thoughts.weights,
             prefix_norm: thoughts.prefix_norm,
             thought_norm: thoughts.thought_norm,
+            expected_thought_norm: thoughts.expected_thought_norm,
         });
     }
     Ok(pb::ComposeThoughtsResponse {
