@@ -176,17 +176,12 @@ impl TrainingObserver for Progress<'_> {
             Some(path) if path.exists() => {
                 let ae = ThoughtAutoencoder::load_expecting(&path, config)?;
                 let expected = train_config(self.args);
-                let mismatch = |field: &str, found: String, expected: String| ThoughtError::CheckpointMismatch {
-                    path: path.clone(),
-                    field: field.into(),
-                    found,
-                    expected,
-                };
                 if ae.train_config() != &expected {
-                    return Err(mismatch("training settings", format!("{:?}", ae.train_config()), format!("{expected:?}")));
+                    let found = format!("{:?}", ae.train_config());
+                    return Err(ThoughtError::checkpoint_mismatch(&path, "training settings", found, format!("{expected:?}")));
                 }
                 if ae.step() > steps {
-                    return Err(mismatch("step (beyond --steps)", ae.step().to_string(), steps.to_string()));
+                    return Err(ThoughtError::checkpoint_mismatch(&path, "step (beyond --steps)", ae.step(), steps));
                 }
                 eprintln!("{name}: resuming at step {} of {steps} from {}", ae.step(), path.display());
                 bar.set_position(ae.step());

@@ -12,7 +12,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::adapter_train::AdapterObjective;
 use crate::autoencoder::Dense;
-use crate::checkpoint::{config_path, mismatch, read_json, write_json};
+use crate::checkpoint::{config_path, read_json, write_json};
 use crate::error::{Result, ThoughtError};
 use crate::optim::{load_trainable, save_trainable, Adam};
 use crate::routing::{fixed_agreement_weights, Agreement, RoutingPlan};
@@ -212,7 +212,7 @@ impl PrefixAdapter {
         let path = config_path(weights);
         let meta: AdapterMeta = read_json(&path)?;
         if meta.format_version != FORMAT_VERSION {
-            return Err(mismatch(&path, "format_version", meta.format_version, FORMAT_VERSION));
+            return Err(ThoughtError::checkpoint_mismatch(&path, "format_version", meta.format_version, FORMAT_VERSION));
         }
         let bad = |message: String| ThoughtError::Checkpoint { path: path.clone(), message };
         meta.config.validate().map_err(|e| bad(e.to_string()))?;

@@ -48,7 +48,7 @@ impl ThoughtAutoencoder {
         let path = config_path(weights);
         let meta: CheckpointMeta = read_json(&path)?;
         if meta.format_version != FORMAT_VERSION {
-            return Err(mismatch(&path, "format_version", meta.format_version, FORMAT_VERSION));
+            return Err(ThoughtError::checkpoint_mismatch(&path, "format_version", meta.format_version, FORMAT_VERSION));
         }
         meta.config.validate().map_err(|e| ThoughtError::Checkpoint { path: path.clone(), message: e.to_string() })?;
         if let Some(norm) = &meta.normalization {
@@ -83,18 +83,9 @@ impl ThoughtAutoencoder {
             ("lambda", found.lambda.to_string(), expected.lambda.to_string()),
         ];
         match fields.into_iter().find(|(_, f, e)| f != e) {
-            Some((field, f, e)) => Err(mismatch(&path, field, f, e)),
+            Some((field, f, e)) => Err(ThoughtError::checkpoint_mismatch(&path, field, f, e)),
             None => Ok(ae),
         }
-    }
-}
-
-pub(crate) fn mismatch(path: &Path, field: &str, found: impl ToString, expected: impl ToString) -> ThoughtError {
-    ThoughtError::CheckpointMismatch {
-        path: path.to_path_buf(),
-        field: field.into(),
-        found: found.to_string(),
-        expected: expected.to_string(),
     }
 }
 

@@ -28,6 +28,18 @@ pub enum ThoughtError {
 
 pub type Result<T> = std::result::Result<T, ThoughtError>;
 
+impl ThoughtError {
+    /// A checkpoint at `path` whose `field` is `found` where `expected` was asked for.
+    pub fn checkpoint_mismatch(path: &std::path::Path, field: &str, found: impl ToString, expected: impl ToString) -> Self {
+        ThoughtError::CheckpointMismatch {
+            path: path.to_path_buf(),
+            field: field.into(),
+            found: found.to_string(),
+            expected: expected.to_string(),
+        }
+    }
+}
+
 /// The variant of `all` called `s`, or an error that lists the known names (the `FromStr` of the
 /// crate's option enums, which command lines parse).
 pub(crate) fn by_name<T: Copy>(what: &str, s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T> {
