@@ -47,7 +47,7 @@ pub struct ThoughtsConfig {
     pub show_text: bool,
     pub routing: RoutingMode,
     pub agreement: AgreementMode,
-    /// Ablation: random latents of the same norm instead of the extracted thoughts.
+    /// Ablation: routed random latents of the routed thoughts' norm instead of the extracted thoughts.
     pub random_latents: bool,
 }
 
@@ -65,7 +65,7 @@ impl ThoughtsConfig {
             AgreementMode::None => out.push("no agreement reweighting"),
         }
         if self.random_latents {
-            out.push("random latents of the same norm");
+            out.push("random latents of the routed thoughts' norm");
         }
         if !self.show_text {
             out.push("other agents' text hidden");
@@ -213,7 +213,7 @@ mod tests {
         };
         assert!(method.ablations().is_empty());
         let random = ThoughtsConfig { random_latents: true, ..method.clone() };
-        assert_eq!(random.ablations(), ["random latents of the same norm"]);
+        assert_eq!(random.ablations(), ["random latents of the routed thoughts' norm"]);
         let all = ThoughtsConfig { routing: RoutingMode::All, agreement: AgreementMode::None, show_text: false, ..method };
         assert_eq!(all.ablations(), ["all thoughts to all agents", "no agreement reweighting", "other agents' text hidden"]);
     }

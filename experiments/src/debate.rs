@@ -139,7 +139,8 @@ pub struct DebateArgs {
     /// thoughtcomm: agreement weights.
     #[arg(long, value_enum, default_value = "trained")]
     pub agreement: AgreementArg,
-    /// thoughtcomm ablation: random latents of the same norm instead of the extracted thoughts.
+    /// thoughtcomm ablation: each agent's routed thoughts replaced by routed Gaussian noise of
+    /// their norm (the adapter reads an input of the same size without the content).
     #[arg(long)]
     pub random_latents: bool,
     /// text, thoughtcomm: take the first round from this run (a text or thoughtcomm debate of the

@@ -30,7 +30,7 @@ pub enum Ablation {
     NoAgreement,
     /// All thoughts to all agents.
     NoRouting,
-    /// Random latents of the same norm: do the thoughts carry information?
+    /// Routed random latents of the real thoughts' norm: do the thoughts carry information?
     RandomLatents,
     /// The prefix replaces the other agents' texts instead of coming on top.
     HideText,

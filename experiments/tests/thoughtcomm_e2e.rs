@@ -181,7 +181,7 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     }
     assert!(rows[2].contains("round 1 from") && !rows[0].contains("round 1 from"), "{md}");
     // The ablation arm says what it ablates; the method's arm names no ablation.
-    assert!(rows[3].contains("(random latents of the same norm)") && !rows[2].contains("random latents"), "{md}");
+    assert!(rows[3].contains("(random latents of the routed thoughts' norm)") && !rows[2].contains("random latents"), "{md}");
     let ablated = read_results(&experiment.join("thoughtcomm-random-latents")).unwrap();
     assert_eq!(ablated.len(), 2);
     for a in &ablated {

@@ -102,8 +102,9 @@ pub struct ComposeOptions {
     pub routing: Routing,
     /// Replaces the trained agreement weights when set.
     pub agreement: Option<Agreement>,
-    /// Replace the latents by seeded Gaussian noise of the same norm (shows whether the thoughts
-    /// carry information).
+    /// Replace each agent's routed thoughts by routed seeded Gaussian noise scaled to the same
+    /// norm (shows whether the thoughts carry information: the adapter reads an input of the
+    /// same size, without the content).
     pub random_latents: Option<u64>,
 }
 
@@ -253,14 +254,19 @@ impl ThoughtPipeline {
         tch::no_grad(|| -> Result<()> {
             for i in 0..self.num_agents() {
                 let adapter = self.adapter(i);
-                let mut z = adapter.standardize(&z_hat);
-                if let Some(seed) = options.random_latents {
-                    let noise = seeded_normal(seed.wrapping_add(i as u64), z.size()[0]).to_device(z.device());
-                    z = &noise * (z.norm().double_value(&[]) / noise.norm().double_value(&[]).max(1e-12));
-                }
+                let z = adapter.standardize(&z_hat);
                 let weights = adapter.agreement_weights(options.agreement);
                 let expected = plan.route(&z.ones_like(), &weights)?.get(i as i64).norm().double_value(&[]);
-                routed.push((plan.route(&z, &weights)?.get(i as i64), weights, expected));
+                let mut thoughts = plan.route(&z, &weights)?.get(i as i64);
+                if let Some(seed) = options.random_latents {
+                    // Matched after routing: the latents the agent does not get (the unused ones
+                    // above all) can hold most of z's norm, and matching z's norm would hand
+                    // the adapter a larger input than the real thoughts.
+                    let noise = seeded_normal(seed.wrapping_add(i as u64), z.size()[0]).to_device(z.device());
+                    let noise = plan.route(&noise, &weights)?.get(i as i64);
+                    thoughts = &noise * (thoughts.norm().double_value(&[]) / noise.norm().double_value(&[]).max(1e-12));
+                }
+                routed.push((thoughts, weights, expected));
             }
             Ok(())
         })?;

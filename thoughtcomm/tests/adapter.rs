@@ -263,6 +263,11 @@ fn a_pipeline_composes_one_prefix_per_agent_and_refuses_parts_that_do_not_fit() 
     assert_eq!((&again.prefixes[1] - &out.prefixes[1]).abs().max().double_value(&[]), 0.0);
     let random = pipeline.compose(&states, &ComposeOptions { random_latents: Some(5), ..Default::default() }).unwrap();
     assert!((&random.prefixes[1] - &out.prefixes[1]).abs().max().double_value(&[]) > 0.0);
+    // The adapter reads noise of the routed thoughts' norm, agent by agent.
+    for (r, a) in random.agents.iter().zip(&out.agents) {
+        assert!((r.thought_norm - a.thought_norm).abs() <= 1e-5 * a.thought_norm, "{} vs {}", r.thought_norm, a.thought_norm);
+        assert_eq!((r.shared, r.private, r.expected_thought_norm), (a.shared, a.private, a.expected_thought_norm));
+    }
     // A state of the wrong size is an error, not a panic.
     let mut bad = states.iter().map(|s| s.shallow_clone()).collect::<Vec<_>>();
     bad[2] = Tensor::zeros([D + 1], (Kind::Float, Device::Cpu));
