@@ -153,17 +153,46 @@ pub fn markdown(runs: &[RunSummary]) -> anyhow::Result<String> {
             run.consensus_by_round.last().copied().unwrap_or(0.0),
         ));
     }
-    md.push_str("\nAccuracy per round (majority answer of the round; agent turns answered correctly):\n\n");
+    md.push_str(&format!(
+        "\nAccuracy per round (majority answer of the round; agent turns answered correctly; responses identical to {}'s \
+         on the same problem and agent, of the turns both runs have: how much of a paired run actually differs):\n\n",
+        runs[0].name
+    ));
     for run in runs {
         let rounds: Vec<String> = run.accuracy_by_round.iter().map(|a| format!("{:.1}%", 100.0 * a)).collect();
         let agents: Vec<String> = run.agents_correct_by_round.iter().map(|(c, n)| format!("{c}/{n}")).collect();
-        md.push_str(&format!("- {}: {} (agents: {})\n", run.name, rounds.join(" → "), agents.join(" → ")));
+        let identical = if std::ptr::eq(run, &runs[0]) {
+            String::new()
+        } else {
+            let per_round: Vec<String> = identical_turns(&runs[0].results, &run.results).iter().map(|(k, n)| format!("{k}/{n}")).collect();
+            format!("; identical: {}", per_round.join(" → "))
+        };
+        md.push_str(&format!("- {}: {} (agents: {}{identical})\n", run.name, rounds.join(" → "), agents.join(" → ")));
     }
     let named: Vec<(&str, &[ProblemResult])> = runs.iter().map(|r| (r.name.as_str(), r.results.as_slice())).collect();
     if let Some(section) = crate::report_thoughts::section(&named) {
         md.push_str(&section);
     }
     Ok(md)
+}
+
+/// Per round: (turns of `run` whose response equals `base`'s for the same problem and agent,
+/// turns present in both).
+fn identical_turns(base: &[ProblemResult], run: &[ProblemResult]) -> Vec<(usize, usize)> {
+    let mut counts: Vec<(usize, usize)> = Vec::new();
+    for r in run {
+        let Some(b) = base.iter().find(|b| b.id == r.id) else { continue };
+        for (i, (mine, theirs)) in r.rounds.iter().zip(&b.rounds).enumerate() {
+            if counts.len() <= i {
+                counts.resize(i + 1, (0, 0));
+            }
+            for (t, u) in mine.iter().zip(theirs) {
+                counts[i].0 += usize::from(t.response == u.response);
+                counts[i].1 += 1;
+            }
+        }
+    }
+    counts
 }
 
 fn plot(path: &Path, title: &str, names: &[&str], series: &[&Vec<f64>], png: bool) -> anyhow::Result<()> {

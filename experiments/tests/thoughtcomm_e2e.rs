@@ -182,6 +182,9 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     assert!(rows[2].contains("round 1 from") && !rows[0].contains("round 1 from"), "{md}");
     // The ablation arm says what it ablates; the method's arm names no ablation.
     assert!(rows[3].contains("(random latents of the routed thoughts' norm)") && !rows[2].contains("random latents"), "{md}");
+    // Both ThoughtComm arms share the text arm's round 1: every round-1 response is identical.
+    let identical = md.lines().find(|l| l.starts_with("- thoughtcomm: ")).unwrap_or_else(|| panic!("{md}"));
+    assert!(identical.contains("identical: 6/6 → "), "{identical}");
     let ablated = read_results(&experiment.join("thoughtcomm-random-latents")).unwrap();
     assert_eq!(ablated.len(), 2);
     for a in &ablated {
