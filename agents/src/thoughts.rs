@@ -81,8 +81,8 @@ pub struct AgentThoughtRecord {
     pub private: u32,
     pub agreement_weights: Vec<f64>,
     pub prefix_norm: f64,
-    /// Norm of the routed thoughts in the adapter's standardized units (about sqrt(routed
-    /// thoughts) on training-like states); absent in records written before it existed.
+    /// Norm of the routed thoughts in the adapter's standardized units (about
+    /// `expected_thought_norm` on training-like states); absent in records written before it existed.
     #[serde(default)]
     pub thought_norm: Option<f64>,
     /// The thought norm on training-like states: sqrt of the sum of the routed thoughts' squared

@@ -43,8 +43,6 @@ fn closed_form_jacobian_matches_autograd() {
     }
 }
 
-/// Encoder output and decoder output on `probe`: equal for two autoencoders only if both
-/// networks' weights are (for all practical purposes) equal.
 /// Estimating the penalty on a subset of the Jacobian's latent columns: the subset's columns are
 /// those of the full Jacobian, and the estimates on the two halves of a partition of the columns
 /// average to the full penalty for every estimator (each sums over columns), so random subsets of
@@ -80,6 +78,8 @@ fn penalty_on_column_subsets_is_unbiased() {
     }
 }
 
+/// Encoder output and decoder output on `probe`: equal for two autoencoders only if both
+/// networks' weights are (for all practical purposes) equal.
 fn weights(ae: &ThoughtAutoencoder, probe: &AgentStates) -> Tensor {
     let z = ae.encode(probe).expect("encode");
     let h = ae.decode(&z).expect("decode");
