@@ -165,8 +165,8 @@ impl DebateArgs {
         let thoughts = match (self.mode, &self.thoughts) {
             (ModeArg::Thoughtcomm, Some(dir)) => Some(ThoughtsConfig {
                 pipeline: pipeline_name(dir),
+                show_text: warn_context_mismatch(dir, !self.hide_text)?,
                 checkpoints: pipeline_digest(dir)?,
-                show_text: !self.hide_text,
                 routing: match self.routing {
                     RoutingArg::Routed => RoutingMode::Routed,
                     RoutingArg::All => RoutingMode::All,
@@ -276,6 +276,22 @@ pub(crate) fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
         models::hash_file(&mut hasher, &path)?;
     }
     Ok(models::hex(&hasher.finalize()[..8]))
+}
+
+/// Returns `show_text`, after warning when the pipeline's adapters were trained with the other
+/// way of prompting (`train-adapter --adapter-context`; pipelines from before the flag showed
+/// the text): a deliberate ablation, but more often a forgotten flag.
+fn warn_context_mismatch(dir: &std::path::Path, show_text: bool) -> anyhow::Result<bool> {
+    let manifest = PipelineManifest::read(dir).with_context(|| format!("reading the thought pipeline in {}", dir.display()))?;
+    let trained = manifest.provenance["context"].as_str().unwrap_or("shown");
+    let debate = if show_text { "shown" } else { "hidden" };
+    if trained != debate {
+        tracing::warn!(
+            "the adapters in {} were trained with the other agents' text {trained}, this debate has it {debate} (--hide-text)",
+            dir.display()
+        );
+    }
+    Ok(show_text)
 }
 
 fn grader_of(format: &str) -> anyhow::Result<Grader> {

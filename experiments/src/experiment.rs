@@ -6,10 +6,12 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use thoughtcomm::PipelineManifest;
 
 use crate::debate::DebateArgs;
-use crate::train_adapter::{self, ObjectiveArgs};
+use crate::train_adapter::{self, ObjectiveArgs, TrainingContext};
 use crate::train_pipeline::{self, parse_words, words, DebateSetup, TrainArgs};
 
 #[derive(Args)]
@@ -119,6 +121,15 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
             dir
         }
     };
+    // The ThoughtComm arms prompt as the pipeline's adapters were trained to be prompted.
+    let manifest = PipelineManifest::read(&pipeline).with_context(|| format!("reading the thought pipeline in {}", pipeline.display()))?;
+    let hidden = manifest.provenance["context"].as_str() == Some(TrainingContext::Hidden.name());
+    if hidden && args.ablations.iter().any(|a| matches!(a, Ablation::HideText)) {
+        bail!("--ablations hide-text: the pipeline's adapters were trained with the text hidden, so every ThoughtComm arm already hides it");
+    }
+    let context: &[&str] = if hidden { Ablation::HideText.flags() } else { &[] };
+    let mut objective = args.objective.clone();
+    objective.adapter_context = if hidden { TrainingContext::Hidden } else { TrainingContext::Shown };
     let mut arms: Vec<(String, Vec<OsString>)> = vec![
         ("text".into(), mode_words("text", &[])),
         ("single".into(), mode_words("single", &[])),
@@ -126,6 +137,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     let text_run = args.out.join("text").display().to_string();
     let with_pipeline = |dir: &Path, extra: &[&str]| {
         let mut w = mode_words("thoughtcomm", extra);
+        w.extend(context.iter().map(OsString::from));
         w.extend(words(&[("--thoughts", dir.display().to_string())]));
         if !args.independent_first_rounds {
             w.extend(words(&[("--first-round-from", text_run.clone())]));
@@ -139,7 +151,7 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     for &m in &args.prefix_lens {
         let dir = args.out.join(format!("pipeline-m{m}"));
         eprintln!("== training adapters with prefix length {m} into {}", dir.display());
-        let mut adapter_args = train_pipeline::adapter_args(&pipeline.join("collect"), &pipeline.join("ae"), &dir, &args.setup, &args.objective)?;
+        let mut adapter_args = train_pipeline::adapter_args(&pipeline.join("collect"), &pipeline.join("ae"), &dir, &args.setup, &objective)?;
         adapter_args.prefix_len = m;
         adapter_args.steps = args.adapter_steps;
         train_adapter::train(&adapter_args)?;

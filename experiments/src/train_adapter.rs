@@ -36,6 +36,28 @@ pub enum ObjectiveReading {
     Sampled,
 }
 
+/// What the training prompt of a later-round turn shows besides the prefix.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrainingContext {
+    /// The other agents' previous responses, as `tcomm debate` shows them by default (the
+    /// default). The response being reproduced was generated from that text, so the prefix has
+    /// little to add and tends to stay inert.
+    Shown,
+    /// Question and own earlier answer only, as `tcomm debate --hide-text` prompts: the
+    /// reference response was still generated seeing the others' text, so the prefix must carry
+    /// what that text carried.
+    Hidden,
+}
+
+impl TrainingContext {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainingContext::Shown => "shown",
+            TrainingContext::Hidden => "hidden",
+        }
+    }
+}
+
 /// Which reading of the paper's Eq. 12 the adapters train with (`tcomm train-adapter`, `tcomm
 /// train` and `tcomm experiment` take the same flags).
 #[derive(Args, Clone)]
@@ -49,6 +71,10 @@ pub struct ObjectiveArgs {
     /// Reading (b): sampling temperature of y_ref and y_gen.
     #[arg(long, default_value_t = 0.7)]
     pub sample_temperature: f64,
+    /// Whether the training prompts show the other agents' responses (shown) or leave them to
+    /// the prefix (hidden; pair with `tcomm debate --hide-text`).
+    #[arg(long, value_enum, default_value = "shown")]
+    pub adapter_context: TrainingContext,
 }
 
 impl ObjectiveArgs {
@@ -163,7 +189,8 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
-        let mut examples = examples(&run, &ae, &model, &model_name)?;
+        let show_text = args.objective.adapter_context == TrainingContext::Shown;
+        let mut examples = examples(&run, &ae, &model, &model_name, show_text)?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' (the run needs --rounds >= 2)", args.run.display());
         }
@@ -240,6 +267,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         "adapter_steps": trained_steps,
         "prefix_len": args.prefix_len,
         "objective": args.objective.objective(),
+        "context": args.objective.adapter_context.name(),
         "losses": losses,
     });
     manifest.write(&args.out)?;
@@ -247,8 +275,9 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
 }
 
 /// Every turn after the first round of an agent on `model_name`: the latents of the round before,
-/// the prompt the agent saw (its role as the system message, as the runtime adds it) and its response.
-fn examples(run: &Trajectories, ae: &ThoughtAutoencoder, model: &runtime::loader::Model, model_name: &str) -> anyhow::Result<Vec<AdapterExample>> {
+/// the prompt the agent saw (its role as the system message, as the runtime adds it; without the
+/// other agents' responses unless `show_text`) and its response.
+fn examples(run: &Trajectories, ae: &ThoughtAutoencoder, model: &runtime::loader::Model, model_name: &str, show_text: bool) -> anyhow::Result<Vec<AdapterExample>> {
     let math = run.config.is_math();
     let tok = &model.tokenizer;
     let mut out = Vec::new();
@@ -258,7 +287,7 @@ fn examples(run: &Trajectories, ae: &ThoughtAutoencoder, model: &runtime::loader
             let latents: Tensor = ae.encode(&run.round_states(p, r - 1)?)?.squeeze_dim(0);
             for (a, agent) in run.config.agents.iter().enumerate().filter(|(_, ag)| ag.model == model_name) {
                 let system = (!agent.role.is_empty()).then(|| ChatMessage::new("system", agent.role.clone()));
-                let turns = agents::prompts::conversation(&problem.question, math, &responses[..r], a, true);
+                let turns = agents::prompts::conversation(&problem.question, math, &responses[..r], a, show_text);
                 let messages: Vec<ChatMessage> = system.into_iter().chain(turns.into_iter().map(|(role, c)| ChatMessage::new(role, c))).collect();
                 let context = tok.encode_chat(&messages)?;
                 let reference = tok.encode(&responses[r][a], false)?;

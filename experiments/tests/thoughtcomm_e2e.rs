@@ -213,6 +213,22 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     assert!(last["cosine"].as_f64().is_some_and(|c| (-1.0..=1.0).contains(&c)), "{last}");
     assert_eq!(provenance["losses"]["smollm2-135m"]["examples"], 6, "2 problems x 3 agents in round 2");
 
+    // With the other agents' text hidden from the training prompts, the same first batch is
+    // scored on other contexts (so another loss), and the manifest says how it was trained.
+    let first_loss = |context: &str| {
+        let out = dir.path().join(format!("context-{context}"));
+        let trained = tcomm(&[
+            "train-adapter", "--run", path(&pipeline.join("collect")), "--ae", path(&pipeline.join("ae")), "--adapter-context", context,
+            "--steps", "1", "--batch-size", "2", "--out", path(&out),
+        ]);
+        assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["provenance"]["context"], context);
+        manifest["provenance"]["losses"]["smollm2-135m"]["first"]["cross_entropy"].as_f64().unwrap()
+    };
+    let (shown, hidden) = (first_loss("shown"), first_loss("hidden"));
+    assert!(shown.is_finite() && hidden.is_finite() && (shown - hidden).abs() > 1e-4, "shown {shown}, hidden {hidden}");
+
     // Pipelines that do not fit are refused before anything is generated.
     let refused = debate(&pipeline, &dir.path().join("two"), "2");
     assert!(!refused.status.success());
