@@ -134,9 +134,10 @@ pub fn markdown(runs: &[RunSummary]) -> anyhow::Result<String> {
         let time = run.results.iter().map(|r| r.wall_time_s).sum::<f64>() / n as f64;
         let mine: Vec<(String, bool)> = run.results.iter().map(|r| (r.id.clone(), r.correct)).collect();
         // Paired on the problems both runs finished.
-        let common: Vec<&(String, bool)> = mine.iter().filter(|(id, _)| base.iter().any(|(b, _)| b == id)).collect();
-        let base_common: Vec<(String, bool)> = base.iter().filter(|(id, _)| common.iter().any(|(c, _)| c == id)).cloned().collect();
-        let mine_common: Vec<(String, bool)> = common.into_iter().cloned().collect();
+        let ids = |rs: &[(String, bool)]| -> std::collections::HashSet<String> { rs.iter().map(|(id, _)| id.clone()).collect() };
+        let (base_ids, mine_ids) = (ids(&base), ids(&mine));
+        let mine_common: Vec<(String, bool)> = mine.iter().filter(|(id, _)| base_ids.contains(id)).cloned().collect();
+        let base_common: Vec<(String, bool)> = base.iter().filter(|(id, _)| mine_ids.contains(id)).cloned().collect();
         let p = if std::ptr::eq(run, &runs[0]) {
             "-".to_string()
         } else {
@@ -179,9 +180,10 @@ pub fn markdown(runs: &[RunSummary]) -> anyhow::Result<String> {
 /// Per round: (turns of `run` whose response equals `base`'s for the same problem and agent,
 /// turns present in both).
 fn identical_turns(base: &[ProblemResult], run: &[ProblemResult]) -> Vec<(usize, usize)> {
+    let base: std::collections::HashMap<&str, &ProblemResult> = base.iter().map(|b| (b.id.as_str(), b)).collect();
     let mut counts: Vec<(usize, usize)> = Vec::new();
     for r in run {
-        let Some(b) = base.iter().find(|b| b.id == r.id) else { continue };
+        let Some(b) = base.get(r.id.as_str()) else { continue };
         for (i, (mine, theirs)) in r.rounds.iter().zip(&b.rounds).enumerate() {
             if counts.len() <= i {
                 counts.resize(i + 1, (0, 0));
