@@ -2,6 +2,7 @@
 mod archive;
 mod bench;
 mod debate;
+mod eval_adapter;
 mod experiment;
 mod identifiability;
 mod infer;
@@ -50,6 +51,8 @@ enum Command {
     TrainAe(train::TrainAeArgs),
     /// Train the prefix adapter(s) on a debate's trajectories and write a thought pipeline folder.
     TrainAdapter(train_adapter::TrainAdapterArgs),
+    /// Test a pipeline's adapters on held-out turns: real thoughts against random latents and no prefix.
+    EvalAdapter(eval_adapter::EvalAdapterArgs),
     /// The whole ThoughtComm training pipeline: collect states, train the autoencoder and adapter.
     Train(train_pipeline::TrainArgs),
     /// Experiments that run several arms on the same problems and report them together.
@@ -82,6 +85,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::TrainAe(args) => train::train_ae(args).map(|_| ()),
         Command::TrainAdapter(args) => train_adapter::run(args),
+        Command::EvalAdapter(args) => eval_adapter::run(args),
         Command::Train(args) => train_pipeline::run(args),
         Command::Experiment(args) => experiment::run(args),
         Command::Archive(args) => archive::run(args),

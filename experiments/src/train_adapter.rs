@@ -115,6 +115,10 @@ pub struct TrainAdapterArgs {
     pub cosine_weight: f64,
     #[command(flatten)]
     pub objective: ObjectiveArgs,
+    /// Problems at the end of the run left out of training, for `tcomm eval-adapter` to test the
+    /// adapters on (the autoencoder, unsupervised, has seen their states).
+    #[arg(long, default_value_t = 0)]
+    pub holdout: usize,
     /// Positions per training turn at most (longer prompts lose their beginning).
     #[arg(long, default_value_t = 1024)]
     pub max_positions: usize,
@@ -173,6 +177,21 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     // A rerun that finds an adapter already trained runs no step: it keeps the losses that the
     // earlier run recorded for that adapter, instead of overwriting them with nulls.
     let earlier = PipelineManifest::read(&args.out).ok().map(|m| m.provenance).unwrap_or_default();
+    let context = args.objective.adapter_context.name();
+    let earlier_setup = (earlier["context"].as_str().unwrap_or("shown"), earlier["holdout"].as_u64().unwrap_or(0));
+    if earlier["adapter_steps"].as_u64().is_some_and(|s| s > 0) && earlier_setup != (context, args.holdout as u64) {
+        bail!(
+            "{}: the adapters there trained with --adapter-context {} --holdout {}; continuing with {context} and {} would mix two setups (use another --out)",
+            args.out.display(),
+            earlier_setup.0,
+            earlier_setup.1,
+            args.holdout
+        );
+    }
+    let trained_problems = run.problems.len().checked_sub(args.holdout).filter(|&n| n > 0);
+    let Some(trained_problems) = trained_problems else {
+        bail!("--holdout {} leaves no problem of the {} in {} to train on", args.holdout, run.problems.len(), args.run.display());
+    };
     let mut manifest = PipelineManifest::new(agents, run.layer);
     let ae_json = thoughtcomm::config_path(&ae_path);
     copy_into(&ae_path, &args.out.join(&manifest.autoencoder))?;
@@ -190,7 +209,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
         let show_text = args.objective.adapter_context == TrainingContext::Shown;
-        let mut examples = examples(&run, &ae, &model, &model_name, show_text)?;
+        let mut examples = examples(&run, 0..trained_problems, &ae, &model, &model_name, show_text)?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' (the run needs --rounds >= 2)", args.run.display());
         }
@@ -267,21 +286,29 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         "adapter_steps": trained_steps,
         "prefix_len": args.prefix_len,
         "objective": args.objective.objective(),
-        "context": args.objective.adapter_context.name(),
+        "context": context,
+        "holdout": args.holdout,
         "losses": losses,
     });
     manifest.write(&args.out)?;
     Ok(manifest)
 }
 
-/// Every turn after the first round of an agent on `model_name`: the latents of the round before,
-/// the prompt the agent saw (its role as the system message, as the runtime adds it; without the
-/// other agents' responses unless `show_text`) and its response.
-fn examples(run: &Trajectories, ae: &ThoughtAutoencoder, model: &runtime::loader::Model, model_name: &str, show_text: bool) -> anyhow::Result<Vec<AdapterExample>> {
+/// Every turn after the first round of an agent on `model_name` in the run's `problems`: the
+/// latents of the round before, the prompt the agent saw (its role as the system message, as the
+/// runtime adds it; without the other agents' responses unless `show_text`) and its response.
+pub(crate) fn examples(
+    run: &Trajectories,
+    problems: std::ops::Range<usize>,
+    ae: &ThoughtAutoencoder,
+    model: &runtime::loader::Model,
+    model_name: &str,
+    show_text: bool,
+) -> anyhow::Result<Vec<AdapterExample>> {
     let math = run.config.is_math();
     let tok = &model.tokenizer;
     let mut out = Vec::new();
-    for (p, problem) in run.problems.iter().enumerate() {
+    for (p, problem) in run.problems.iter().enumerate().take(problems.end).skip(problems.start) {
         let responses: Vec<Vec<String>> = problem.rounds.iter().map(|r| r.iter().map(|t| t.response.clone()).collect()).collect();
         for r in 1..problem.rounds.len() {
             let latents: Tensor = ae.encode(&run.round_states(p, r - 1)?)?.squeeze_dim(0);

@@ -219,15 +219,37 @@ fn thoughtcomm_trains_debates_records_and_reports() {
         let out = dir.path().join(format!("context-{context}"));
         let trained = tcomm(&[
             "train-adapter", "--run", path(&pipeline.join("collect")), "--ae", path(&pipeline.join("ae")), "--adapter-context", context,
-            "--steps", "1", "--batch-size", "2", "--out", path(&out),
+            "--steps", "1", "--batch-size", "2", "--holdout", "1", "--out", path(&out),
         ]);
         assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
         let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(manifest["provenance"]["context"], context);
+        assert_eq!(manifest["provenance"]["losses"]["smollm2-135m"]["examples"], 3, "the second problem held out");
         manifest["provenance"]["losses"]["smollm2-135m"]["first"]["cross_entropy"].as_f64().unwrap()
     };
     let (shown, hidden) = (first_loss("shown"), first_loss("hidden"));
     assert!(shown.is_finite() && hidden.is_finite() && (shown - hidden).abs() > 1e-4, "shown {shown}, hidden {hidden}");
+
+    // The held-out problem's 3 turns, read with the thoughts, random latents and no prefix.
+    let eval = tcomm(&["eval-adapter", "--pipeline", path(&dir.path().join("context-hidden")), "--json"]);
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!((eval["context"].as_str(), &eval["problems"]), (Some("hidden"), &serde_json::json!([1, 2])));
+    let rows = eval["models"]["smollm2-135m"].as_array().unwrap();
+    let inputs: Vec<&str> = rows.iter().map(|r| r["input"].as_str().unwrap()).collect();
+    assert_eq!(inputs, ["thoughts", "random_latents", "no_prefix"]);
+    let ce = |r: &serde_json::Value| r["mean"]["cross_entropy"].as_f64().unwrap();
+    for r in rows {
+        assert_eq!(r["examples"], 3);
+        assert!(ce(r).is_finite() && ce(r) > 0.0, "{r}");
+        // The mean gap is the difference of the means.
+        assert!((r["cross_entropy_gap"].as_f64().unwrap() - (ce(r) - ce(&rows[0]))).abs() < 1e-9, "{r}");
+    }
+    assert!((ce(&rows[2]) - ce(&rows[0])).abs() > 1e-6, "a prefix changes the loss: {rows:?}");
+    // A pipeline whose adapters saw every problem of their run has nothing held out there.
+    let none_left = tcomm(&["eval-adapter", "--pipeline", path(&pipeline)]);
+    assert!(!none_left.status.success());
+    assert!(String::from_utf8_lossy(&none_left.stderr).contains("retrain with --holdout N"), "{}", String::from_utf8_lossy(&none_left.stderr));
 
     // Pipelines that do not fit are refused before anything is generated.
     let refused = debate(&pipeline, &dir.path().join("two"), "2");

@@ -159,6 +159,14 @@ pub fn adapter_loss(
     embeddings: &Tensor,
     draw: u64,
 ) -> Result<(Tensor, AdapterLoss)> {
+    check_example(lm, adapter, example)?;
+    let z = adapter.standardize(&example.latents);
+    let prefix = adapter.prefix_for(plan, &z, example.agent, None)?;
+    loss_with_prefix(lm, &prefix, example, config, embeddings, draw)
+}
+
+/// Refuses an example without reference, or a model of another width than the adapter's.
+pub(crate) fn check_example(lm: &dyn LanguageModel, adapter: &PrefixAdapter, example: &AdapterExample) -> Result<()> {
     if example.reference.is_empty() {
         return Err(ThoughtError::Empty("an adapter example has an empty reference response".into()));
     }
@@ -169,15 +177,25 @@ pub fn adapter_loss(
             got: lm.hidden_size(),
         });
     }
-    let z = adapter.standardize(&example.latents);
-    let prefix = adapter.prefix_for(plan, &z, example.agent, None)?;
-    let m = adapter.config().prefix_len as usize;
+    Ok(())
+}
+
+/// The objective of one example for a given prefix (`[m, hidden]`, m may be 0).
+pub(crate) fn loss_with_prefix(
+    lm: &dyn LanguageModel,
+    prefix: &Tensor,
+    example: &AdapterExample,
+    config: &AdapterTrainConfig,
+    embeddings: &Tensor,
+    draw: u64,
+) -> Result<(Tensor, AdapterLoss)> {
+    let m = prefix.size()[0] as usize;
     let (context, generated) = match config.objective {
         AdapterObjective::Recorded => (truncated(&example.context, config.max_positions, m + example.reference.len()), None),
         AdapterObjective::Sampled { tokens, temperature } => {
             let context = truncated(&example.context, config.max_positions, m + tokens);
             let sampling = ContinuationSampling { max_new_tokens: tokens, temperature, seed: draw };
-            (context, Some(lm.sample_continuation(Some(&prefix.detach()), context, &sampling)?))
+            (context, Some(lm.sample_continuation((m > 0).then(|| prefix.detach()).as_ref(), context, &sampling)?))
         }
     };
     let y_gen = generated.as_deref().unwrap_or(&example.reference);
@@ -185,7 +203,7 @@ pub fn adapter_loss(
         return Err(ThoughtError::Model("the sampled continuation is empty".into()));
     }
     let ids: Vec<u32> = context.iter().chain(&y_gen[..y_gen.len() - 1]).copied().collect();
-    let logits = lm.forward_with_prefix(&prefix, &ids, y_gen.len());
+    let logits = lm.forward_with_prefix(prefix, &ids, y_gen.len());
     let device = logits.device();
     let as_tensor = |t: &[u32]| Tensor::from_slice(&t.iter().map(|&t| i64::from(t)).collect::<Vec<_>>()).to_device(device);
     let ce = logits.log_softmax(-1, Kind::Float).nll_loss(&as_tensor(y_gen));

@@ -9,6 +9,7 @@
 //! ([`PrefixAdapter`], trained by [`train_adapter`]), and the [`ThoughtPipeline`] that holds them
 //! for the runtime. [`benchmark`] is the synthetic identifiability benchmark.
 pub mod adapter;
+mod adapter_eval;
 mod adapter_train;
 pub mod autoencoder;
 pub mod benchmark;
@@ -25,6 +26,7 @@ pub mod synthetic;
 mod train;
 
 pub use adapter::{AdapterConfig, PrefixAdapter};
+pub use adapter_eval::{evaluate_adapter, HeldOutLoss, PrefixInput};
 pub use adapter_train::{
     adapter_loss, sample_references, train_adapter, AdapterExample, AdapterLoss, AdapterObjective, AdapterReport, AdapterTrainConfig,
 };

@@ -259,12 +259,7 @@ impl ThoughtPipeline {
                 let expected = plan.route(&z.ones_like(), &weights)?.get(i as i64).norm().double_value(&[]);
                 let mut thoughts = plan.route(&z, &weights)?.get(i as i64);
                 if let Some(seed) = options.random_latents {
-                    // Matched after routing: the latents the agent does not get (the unused ones
-                    // above all) can hold most of z's norm, and matching z's norm would hand
-                    // the adapter a larger input than the real thoughts.
-                    let noise = seeded_normal(seed.wrapping_add(i as u64), z.size()[0]).to_device(z.device());
-                    let noise = plan.route(&noise, &weights)?.get(i as i64);
-                    thoughts = &noise * (thoughts.norm().double_value(&[]) / noise.norm().double_value(&[]).max(1e-12));
+                    thoughts = matched_noise(&plan, &weights, &thoughts, i, seed)?;
                 }
                 routed.push((thoughts, weights, expected));
             }
@@ -314,6 +309,16 @@ fn mean_pairwise_cosine(rows: &[Tensor]) -> Option<f64> {
         }
     }
     (pairs > 0).then(|| sum / pairs as f64)
+}
+
+/// The random-latents ablation's input for agent `agent`: routed seeded Gaussian noise scaled to
+/// the norm of its routed `thoughts`. Matched after routing: the latents the agent does not get
+/// (the unused ones above all) can hold most of z's norm, and matching z's norm would hand the
+/// adapter a larger input than the real thoughts.
+pub(crate) fn matched_noise(plan: &RoutingPlan, weights: &Tensor, thoughts: &Tensor, agent: usize, seed: u64) -> Result<Tensor> {
+    let noise = seeded_normal(seed.wrapping_add(agent as u64), plan.num_latents() as i64).to_device(thoughts.device());
+    let noise = plan.route(&noise, weights)?.get(agent as i64);
+    Ok(&noise * (thoughts.norm().double_value(&[]) / noise.norm().double_value(&[]).max(1e-12)))
 }
 
 /// Standard normal noise from our own seeded generator (not libtorch's global one).
