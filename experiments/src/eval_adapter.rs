@@ -9,7 +9,7 @@ use runtime::thought_model::FrozenModel;
 use thoughtcomm::{evaluate_adapter, AdapterTrainConfig, HeldOutLoss, PrefixInput, RoutingPlan, ThoughtPipeline};
 
 use crate::train::{advance, bar};
-use crate::train_adapter::{examples, TrainingContext};
+use crate::train_adapter::{examples, FrozenModelArgs, TrainingContext};
 use crate::trajectories::Trajectories;
 
 #[derive(Args)]
@@ -24,29 +24,19 @@ pub struct EvalAdapterArgs {
     /// Whether the prompts show the other agents' responses. Default: as the adapters trained.
     #[arg(long, value_enum)]
     pub adapter_context: Option<TrainingContext>,
-    /// Positions per turn at most (longer prompts lose their beginning), as in training.
-    #[arg(long, default_value_t = 1024)]
-    pub max_positions: usize,
     /// Seed of the random latents.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Compute dtype of the frozen model: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// Data folder to restore the questions of an archived run from (default: $TCOMM_DATA, then
-    /// ../shared/data).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: FrozenModelArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
-    let device = runtime::device::parse_device(&args.device)?;
-    let kind = runtime::device::parse_kind(&args.dtype, device)?;
+    let device = runtime::device::parse_device(&args.model.device)?;
+    let kind = runtime::device::parse_kind(&args.model.dtype, device)?;
     let pipeline = ThoughtPipeline::load(&args.pipeline, device).with_context(|| format!("loading the thought pipeline in {}", args.pipeline.display()))?;
     let provenance = &pipeline.manifest.provenance;
     let trained_on = provenance["run"].as_str().map(PathBuf::from);
@@ -64,7 +54,7 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
         );
     }
     let mut run = Trajectories::load(&run_dir)?;
-    run.restore_questions(args.data_dir.as_deref())?;
+    run.restore_questions(args.model.data_dir.as_deref())?;
     if run.config.agents.len() != pipeline.num_agents() {
         bail!("{} has {} agents, the pipeline was trained for {}", run_dir.display(), run.config.agents.len(), pipeline.num_agents());
     }
@@ -73,7 +63,7 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
     let trained_context = if provenance["context"].as_str() == Some(TrainingContext::Hidden.name()) { TrainingContext::Hidden } else { TrainingContext::Shown };
     let context = args.adapter_context.unwrap_or(trained_context);
     let plan = RoutingPlan::new(&pipeline.structure, thoughtcomm::Routing::Routed);
-    let config = AdapterTrainConfig { max_positions: args.max_positions, ..AdapterTrainConfig::default() };
+    let config = AdapterTrainConfig { max_positions: args.model.max_positions, ..AdapterTrainConfig::default() };
     let mut report = serde_json::Map::new();
     let models: std::collections::BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {

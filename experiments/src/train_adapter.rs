@@ -86,6 +86,24 @@ impl ObjectiveArgs {
     }
 }
 
+/// Where and how the frozen model reads the run's turns (`train-adapter` and `eval-adapter`).
+#[derive(Args, Clone)]
+pub struct FrozenModelArgs {
+    /// Positions per turn at most (longer prompts lose their beginning).
+    #[arg(long, default_value_t = 1024)]
+    pub max_positions: usize,
+    /// Device of the frozen model.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype of the frozen model: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Data folder to restore the questions of an archived run from (default: $TCOMM_DATA, then
+    /// ../shared/data); only read when the run's questions are blank.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
 #[derive(Args, Clone)]
 pub struct TrainAdapterArgs {
     /// The debate run (with saved states) whose trajectories are the training data.
@@ -119,24 +137,13 @@ pub struct TrainAdapterArgs {
     /// adapters on (the autoencoder, unsupervised, has seen their states).
     #[arg(long, default_value_t = 0)]
     pub holdout: usize,
-    /// Positions per training turn at most (longer prompts lose their beginning).
-    #[arg(long, default_value_t = 1024)]
-    pub max_positions: usize,
     /// Scale of the output layer's initial weights.
     #[arg(long, default_value_t = 0.005)]
     pub init_scale: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Device of the frozen model.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Compute dtype of the frozen model: auto (f32 on the CPU, bf16 on CUDA), f32, bf16, f16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
-    /// Data folder to restore the questions of an archived run from (default: $TCOMM_DATA, then
-    /// ../shared/data); only read when the run's questions are blank.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: FrozenModelArgs,
     /// The pipeline folder to write.
     #[arg(long)]
     pub out: PathBuf,
@@ -159,7 +166,7 @@ fn copy_into(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// Trains the adapters and writes the pipeline folder; returns its manifest.
 pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let mut run = Trajectories::load(&args.run)?;
-    run.restore_questions(args.data_dir.as_deref())?;
+    run.restore_questions(args.model.data_dir.as_deref())?;
     let ae_path = args.ae.join(AE_FILE);
     let ae = ThoughtAutoencoder::load(&ae_path)?;
     let states = run.agent_states()?;
@@ -200,8 +207,8 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
 
     let codes = ae.encode(&states)?;
     let plan = RoutingPlan::new(&structure, Routing::Routed);
-    let device = runtime::device::parse_device(&args.device)?;
-    let kind = runtime::device::parse_kind(&args.dtype, device)?;
+    let device = runtime::device::parse_device(&args.model.device)?;
+    let kind = runtime::device::parse_kind(&args.model.dtype, device)?;
     let mut losses = BTreeMap::new();
     // The steps the adapters have, which a rerun with fewer --steps than an earlier one does not undo.
     let mut trained_steps: Option<u64> = None;
@@ -244,7 +251,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             learning_rate: args.learning_rate,
             clip: 1.0,
             cosine_weight: args.cosine_weight,
-            max_positions: args.max_positions,
+            max_positions: args.model.max_positions,
             objective: args.objective.objective(),
         };
         if matches!(train_config.objective, AdapterObjective::Sampled { .. }) && adapter.step() < args.steps {

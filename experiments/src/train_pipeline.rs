@@ -177,8 +177,8 @@ pub fn adapter_args(run: &Path, ae: &Path, out: &Path, setup: &DebateSetup, obje
         parse_words("train-adapter", words(&[("--run", run.display().to_string()), ("--ae", ae.display().to_string()), ("--out", out.display().to_string())]))?;
     args.objective = objective.clone();
     args.seed = setup.seed;
-    args.device = setup.device.clone();
-    args.dtype = setup.dtype.clone();
-    args.data_dir = setup.data_dir.clone();
+    args.model.device = setup.device.clone();
+    args.model.dtype = setup.dtype.clone();
+    args.model.data_dir = setup.data_dir.clone();
     Ok(args)
 }
