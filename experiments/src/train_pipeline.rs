@@ -97,6 +97,9 @@ pub struct TrainArgs {
     pub prefix_len: i64,
     #[arg(long, default_value_t = 1e-4)]
     pub adapter_learning_rate: f64,
+    /// Collected problems left out of the adapter's training, for `tcomm eval-adapter`.
+    #[arg(long, default_value_t = 0)]
+    pub holdout: usize,
     #[command(flatten)]
     pub objective: ObjectiveArgs,
     /// The pipeline folder (what `tcomm debate --mode thoughtcomm --thoughts` takes).
@@ -167,6 +170,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     adapter_args.prefix_len = args.prefix_len;
     adapter_args.steps = args.adapter_steps;
     adapter_args.learning_rate = args.adapter_learning_rate;
+    adapter_args.holdout = args.holdout;
     train_adapter::run(adapter_args)
 }
 
