@@ -57,9 +57,11 @@ pub struct Args {
     /// Adam steps per training run.
     #[arg(long, default_value_t = 6000)]
     steps: u64,
-    /// Hidden widths of the encoder (the decoder mirrors them), comma-separated. Three layers
-    /// recover the private latents markedly better than two (README).
-    #[arg(long, default_value = "256,256,256", value_delimiter = ',')]
+    /// Hidden widths of the encoder (the decoder mirrors them), comma-separated. Default: three
+    /// layers as wide as the state (its size rounded up to a power of two, at least 256). Three
+    /// layers recover the private latents markedly better than two, and layers narrower than
+    /// the state recover far worse at 256 latents (README).
+    #[arg(long, value_delimiter = ',')]
     hidden: Vec<i64>,
     #[arg(long, default_value_t = 128)]
     batch_size: i64,
@@ -91,15 +93,14 @@ pub struct Args {
     checkpoint: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
     tch::set_num_threads(args.threads);
+    let synthetic = SyntheticConfig { agents: args.agents, latent_dim: args.latent_dim, samples: args.samples, seed: args.seed };
+    if args.hidden.is_empty() {
+        args.hidden = default_hidden(synthetic.state_dim());
+    }
     let config = BenchConfig {
-        data: SyntheticConfig {
-            agents: args.agents,
-            latent_dim: args.latent_dim,
-            samples: args.samples,
-            seed: args.seed,
-        },
+        data: synthetic,
         estimator: args.estimator,
         lambda: args.lambda,
         hidden: args.hidden.clone(),
@@ -119,6 +120,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_table(&args, &report);
     }
     Ok(())
+}
+
+/// Three layers of the state's size rounded up to a power of two, at least 256: 256 for the
+/// default 24 latents (43 state dimensions) and for 128 (221), 512 for 256 latents (441), where
+/// three layers of 256 reached MCC 0.60 and three of 512 0.84 (seed 0, 24,000 steps).
+fn default_hidden(state_dim: usize) -> Vec<i64> {
+    vec![state_dim.next_power_of_two().max(256) as i64; 3]
 }
 
 fn train_config(args: &Args) -> TrainConfig {

@@ -28,6 +28,15 @@ pub struct SyntheticConfig {
     pub seed: u64,
 }
 
+impl SyntheticConfig {
+    /// Total state dimensions: each agent observes as many as it has thoughts, so this is the
+    /// sum over latents of the number of agents sharing each.
+    pub fn state_dim(&self) -> usize {
+        let groups = groups(self.agents);
+        (0..self.latent_dim).map(|j| groups[j % groups.len()].len()).sum()
+    }
+}
+
 /// Generated states and the truth to score a recovery against.
 #[derive(Debug)]
 pub struct SyntheticData {

@@ -91,6 +91,9 @@ fn synthetic_structure_is_as_documented() {
     let alpha: Vec<usize> = (0..10).map(|j| data.alpha(j)).collect();
     assert_eq!(alpha, vec![3, 2, 2, 2, 1, 1, 1, 3, 2, 2]);
     assert_eq!(data.states.block_sizes(), &[7, 6, 6]);
+    let config = |latent_dim| SyntheticConfig { agents: 3, latent_dim, samples: 50, seed: 4 };
+    assert_eq!(config(10).state_dim(), 19);
+    assert_eq!([24, 128, 256].map(|k| config(k).state_dim()), [43, 221, 441], "the sizes the README quotes");
     // Rows only use their agent's thoughts, and for every latent the rows that use it share
     // nothing else (structural sparsity).
     let offsets = data.states.block_offsets();
