@@ -274,6 +274,13 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             first.get_or_insert(report.first);
             last = Some(report.last);
             adapter.save(&path)?;
+            // The folder is a usable pipeline at every saved chunk (for eval-adapter or a debate
+            // while training goes on, or after a kill).
+            manifest.adapters.insert(model_name.clone(), file.clone());
+            let mut so_far = losses.clone();
+            so_far.insert(model_name.clone(), serde_json::json!({ "examples": examples.len(), "first": first, "last": last }));
+            manifest.provenance = provenance(args, trained_steps.map_or(adapter.step(), |s| s.min(adapter.step())), &so_far);
+            manifest.write(&args.out)?;
         }
         progress.finish();
         adapter.save(&path)?;
@@ -287,18 +294,25 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         trained_steps = Some(trained_steps.map_or(adapter.step(), |s| s.min(adapter.step())));
         manifest.adapters.insert(model_name, file);
     }
-    manifest.provenance = serde_json::json!({
-        "run": args.run.display().to_string(),
-        "autoencoder": args.ae.display().to_string(),
-        "adapter_steps": trained_steps,
-        "prefix_len": args.prefix_len,
-        "objective": args.objective.objective(),
-        "context": context,
-        "holdout": args.holdout,
-        "losses": losses,
-    });
+    if let Some(steps) = trained_steps {
+        manifest.provenance = provenance(args, steps, &losses);
+    }
     manifest.write(&args.out)?;
     Ok(manifest)
+}
+
+/// How the pipeline's adapters were trained, for its manifest.
+fn provenance(args: &TrainAdapterArgs, adapter_steps: u64, losses: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "run": args.run.display().to_string(),
+        "autoencoder": args.ae.display().to_string(),
+        "adapter_steps": adapter_steps,
+        "prefix_len": args.prefix_len,
+        "objective": args.objective.objective(),
+        "context": args.objective.adapter_context.name(),
+        "holdout": args.holdout,
+        "losses": losses,
+    })
 }
 
 /// Every turn after the first round of an agent on `model_name` in the run's `problems`: the
