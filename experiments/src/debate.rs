@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use thoughtcomm::pipeline::PipelineManifest;
 
 use crate::models;
+use crate::train_adapter::TrainingContext;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum ModeArg {
@@ -165,8 +166,8 @@ impl DebateArgs {
         let thoughts = match (self.mode, &self.thoughts) {
             (ModeArg::Thoughtcomm, Some(dir)) => Some(ThoughtsConfig {
                 pipeline: pipeline_name(dir),
-                show_text: warn_context_mismatch(dir, !self.hide_text)?,
                 checkpoints: pipeline_digest(dir)?,
+                show_text: adapters_prompted_as(dir, !self.hide_text)?,
                 routing: match self.routing {
                     RoutingArg::Routed => RoutingMode::Routed,
                     RoutingArg::All => RoutingMode::All,
@@ -278,17 +279,19 @@ pub(crate) fn pipeline_digest(dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(models::hex(&hasher.finalize()[..8]))
 }
 
-/// Returns `show_text`, after warning when the pipeline's adapters were trained with the other
-/// way of prompting (`train-adapter --adapter-context`; pipelines from before the flag showed
-/// the text): a deliberate ablation, but more often a forgotten flag.
-fn warn_context_mismatch(dir: &std::path::Path, show_text: bool) -> anyhow::Result<bool> {
+/// `show_text`, after a warning when the pipeline's adapters were trained with the other way of
+/// prompting (`train-adapter --adapter-context`): a deliberate ablation, but more often a
+/// forgotten flag.
+fn adapters_prompted_as(dir: &std::path::Path, show_text: bool) -> anyhow::Result<bool> {
     let manifest = PipelineManifest::read(dir).with_context(|| format!("reading the thought pipeline in {}", dir.display()))?;
-    let trained = manifest.provenance["context"].as_str().unwrap_or("shown");
-    let debate = if show_text { "shown" } else { "hidden" };
-    if trained != debate {
+    let trained = TrainingContext::trained(&manifest.provenance);
+    if trained.shows_text() != show_text {
+        let debate = if show_text { TrainingContext::Shown } else { TrainingContext::Hidden };
         tracing::warn!(
-            "the adapters in {} were trained with the other agents' text {trained}, this debate has it {debate} (--hide-text)",
-            dir.display()
+            "the adapters in {} were trained with the other agents' text {}, this debate has it {} (--hide-text)",
+            dir.display(),
+            trained.name(),
+            debate.name()
         );
     }
     Ok(show_text)

@@ -60,8 +60,7 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
     }
     pipeline.autoencoder.check_states(&run.agent_states()?).with_context(|| format!("the pipeline's autoencoder does not fit the states of {}", run_dir.display()))?;
     let problems = if own_run { run.problems.len().saturating_sub(holdout)..run.problems.len() } else { 0..run.problems.len() };
-    let trained_context = if provenance["context"].as_str() == Some(TrainingContext::Hidden.name()) { TrainingContext::Hidden } else { TrainingContext::Shown };
-    let context = args.adapter_context.unwrap_or(trained_context);
+    let context = args.adapter_context.unwrap_or(TrainingContext::trained(provenance));
     let plan = RoutingPlan::new(&pipeline.structure, thoughtcomm::Routing::Routed);
     let config = AdapterTrainConfig { max_positions: args.model.max_positions, ..AdapterTrainConfig::default() };
     let mut report = serde_json::Map::new();
@@ -69,7 +68,7 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
     for model_name in models {
         let agent = run.config.agents.iter().position(|a| a.model == model_name).unwrap_or_default();
         let model = runtime::loader::load(&model_name, device, kind)?;
-        let examples = examples(&run, problems.clone(), &pipeline.autoencoder, &model, &model_name, context == TrainingContext::Shown)?;
+        let examples = examples(&run, problems.clone(), &pipeline.autoencoder, &model, &model_name, context.shows_text())?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' in the evaluated problems", run_dir.display());
         }

@@ -123,13 +123,14 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     };
     // The ThoughtComm arms prompt as the pipeline's adapters were trained to be prompted.
     let manifest = PipelineManifest::read(&pipeline).with_context(|| format!("reading the thought pipeline in {}", pipeline.display()))?;
-    let hidden = manifest.provenance["context"].as_str() == Some(TrainingContext::Hidden.name());
+    let trained = TrainingContext::trained(&manifest.provenance);
+    let hidden = !trained.shows_text();
     if hidden && args.ablations.iter().any(|a| matches!(a, Ablation::HideText)) {
         bail!("--ablations hide-text: the pipeline's adapters were trained with the text hidden, so every ThoughtComm arm already hides it");
     }
     let context: &[&str] = if hidden { Ablation::HideText.flags() } else { &[] };
     let mut objective = args.objective.clone();
-    objective.adapter_context = if hidden { TrainingContext::Hidden } else { TrainingContext::Shown };
+    objective.adapter_context = trained;
     let mut arms: Vec<(String, Vec<OsString>)> = vec![
         ("text".into(), mode_words("text", &[])),
         ("single".into(), mode_words("single", &[])),

@@ -56,6 +56,20 @@ impl TrainingContext {
             TrainingContext::Hidden => "hidden",
         }
     }
+
+    /// The context a pipeline's adapters trained with, from its manifest's provenance
+    /// (pipelines from before the flag showed the text).
+    pub fn trained(provenance: &serde_json::Value) -> Self {
+        if provenance["context"].as_str() == Some(TrainingContext::Hidden.name()) {
+            TrainingContext::Hidden
+        } else {
+            TrainingContext::Shown
+        }
+    }
+
+    pub fn shows_text(self) -> bool {
+        self == TrainingContext::Shown
+    }
 }
 
 /// Which reading of the paper's Eq. 12 the adapters train with (`tcomm train-adapter`, `tcomm
@@ -184,14 +198,15 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     // A rerun that finds an adapter already trained runs no step: it keeps the losses that the
     // earlier run recorded for that adapter, instead of overwriting them with nulls.
     let earlier = PipelineManifest::read(&args.out).ok().map(|m| m.provenance).unwrap_or_default();
-    let context = args.objective.adapter_context.name();
-    let earlier_setup = (earlier["context"].as_str().unwrap_or("shown"), earlier["holdout"].as_u64().unwrap_or(0));
+    let context = args.objective.adapter_context;
+    let earlier_setup = (TrainingContext::trained(&earlier), earlier["holdout"].as_u64().unwrap_or(0));
     if earlier["adapter_steps"].as_u64().is_some_and(|s| s > 0) && earlier_setup != (context, args.holdout as u64) {
         bail!(
-            "{}: the adapters there trained with --adapter-context {} --holdout {}; continuing with {context} and {} would mix two setups (use another --out)",
+            "{}: the adapters there trained with --adapter-context {} --holdout {}; continuing with {} and {} would mix two setups (use another --out)",
             args.out.display(),
-            earlier_setup.0,
+            earlier_setup.0.name(),
             earlier_setup.1,
+            context.name(),
             args.holdout
         );
     }
@@ -215,8 +230,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
-        let show_text = args.objective.adapter_context == TrainingContext::Shown;
-        let mut examples = examples(&run, 0..trained_problems, &ae, &model, &model_name, show_text)?;
+        let mut examples = examples(&run, 0..trained_problems, &ae, &model, &model_name, context.shows_text())?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' (the run needs --rounds >= 2)", args.run.display());
         }
@@ -264,6 +278,8 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         let progress = bar(args.steps, &what)?;
         progress.set_position(adapter.step().min(args.steps));
         let (mut first, mut last) = (None, None);
+        // The steps all adapters so far have, this one included.
+        let common_steps = |step: u64| trained_steps.map_or(step, |s: u64| s.min(step));
         const CHUNK: u64 = 10;
         while adapter.step() < args.steps {
             let steps = CHUNK.min(args.steps - adapter.step());
@@ -279,7 +295,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             manifest.adapters.insert(model_name.clone(), file.clone());
             let mut so_far = losses.clone();
             so_far.insert(model_name.clone(), serde_json::json!({ "examples": examples.len(), "first": first, "last": last }));
-            manifest.provenance = provenance(args, trained_steps.map_or(adapter.step(), |s| s.min(adapter.step())), &so_far);
+            manifest.provenance = provenance(args, common_steps(adapter.step()), &so_far);
             manifest.write(&args.out)?;
         }
         progress.finish();
@@ -291,7 +307,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             serde_json::json!({ "examples": examples.len(), "first": first, "last": last })
         };
         losses.insert(model_name.clone(), loss);
-        trained_steps = Some(trained_steps.map_or(adapter.step(), |s| s.min(adapter.step())));
+        trained_steps = Some(common_steps(adapter.step()));
         manifest.adapters.insert(model_name, file);
     }
     if let Some(steps) = trained_steps {
