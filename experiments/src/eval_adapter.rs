@@ -9,7 +9,7 @@ use runtime::thought_model::FrozenModel;
 use thoughtcomm::{evaluate_adapter, AdapterTrainConfig, HeldOutLoss, PrefixInput, RoutingPlan, ThoughtPipeline};
 
 use crate::train::{advance, bar};
-use crate::train_adapter::{examples, FrozenModelArgs, TrainingContext};
+use crate::train_adapter::{examples, FrozenModelArgs, TrainingContext, HELD_OUT_IDS};
 use crate::trajectories::Trajectories;
 
 #[derive(Args)]
@@ -59,7 +59,7 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
         bail!("{} has {} agents, the pipeline was trained for {}", run_dir.display(), run.config.agents.len(), pipeline.num_agents());
     }
     pipeline.autoencoder.check_states(&run.agent_states()?).with_context(|| format!("the pipeline's autoencoder does not fit the states of {}", run_dir.display()))?;
-    let problems = if own_run { run.problems.len().saturating_sub(holdout)..run.problems.len() } else { 0..run.problems.len() };
+    let problems = if own_run { held_out(&run, provenance, holdout)? } else { (0..run.problems.len()).collect() };
     let context = args.adapter_context.unwrap_or(TrainingContext::trained(provenance));
     let plan = RoutingPlan::new(&pipeline.structure, thoughtcomm::Routing::Routed);
     let config = AdapterTrainConfig { max_positions: args.model.max_positions, ..AdapterTrainConfig::default() };
@@ -68,7 +68,7 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
     for model_name in models {
         let agent = run.config.agents.iter().position(|a| a.model == model_name).unwrap_or_default();
         let model = runtime::loader::load(&model_name, device, kind)?;
-        let examples = examples(&run, problems.clone(), &pipeline.autoencoder, &model, &model_name, context.shows_text())?;
+        let examples = examples(&run, &problems, &pipeline.autoencoder, &model, &model_name, context.shows_text())?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' in the evaluated problems", run_dir.display());
         }
@@ -86,13 +86,27 @@ pub fn run(args: EvalAdapterArgs) -> anyhow::Result<()> {
         let out = serde_json::json!({
             "pipeline": args.pipeline.display().to_string(),
             "run": run_dir.display().to_string(),
-            "problems": [problems.start, problems.end],
+            "problems": problems.iter().map(|&p| run.problems[p].id.as_str()).collect::<Vec<_>>(),
             "context": context.name(),
             "models": report,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// Indices in `run` of the problems the adapters did not train on: the ids the manifest records,
+/// or for manifests written before those, the last `holdout` problems of the results file.
+fn held_out(run: &Trajectories, provenance: &serde_json::Value, holdout: usize) -> anyhow::Result<Vec<usize>> {
+    let Some(ids) = provenance.get(HELD_OUT_IDS).and_then(|v| v.as_array()) else {
+        return Ok((run.problems.len().saturating_sub(holdout)..run.problems.len()).collect());
+    };
+    ids.iter()
+        .map(|id| {
+            let id = id.as_str().unwrap_or_default();
+            run.problems.iter().position(|p| p.id == id).with_context(|| format!("held-out problem '{id}' has no saved states in the training run any more"))
+        })
+        .collect()
 }
 
 fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {

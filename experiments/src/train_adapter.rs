@@ -17,6 +17,9 @@ use thoughtcomm::{
 use crate::train::{advance, bar, AE_FILE, STRUCTURE_FILE};
 use crate::trajectories::Trajectories;
 
+/// Manifest provenance key: ids of the problems of the training run that `--holdout` left out.
+pub(crate) const HELD_OUT_IDS: &str = "holdout_ids";
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum AgreementTraining {
     /// Learned jointly with the adapter, starting from alpha / n (the default).
@@ -214,6 +217,17 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let Some(trained_problems) = trained_problems else {
         bail!("--holdout {} leaves no problem of the {} in {} to train on", args.holdout, run.problems.len(), args.run.display());
     };
+    // The held-out problems by id, so that eval-adapter finds them even if the run grows later.
+    let held_out: Vec<String> = run.problems[trained_problems..].iter().map(|p| p.id.clone()).collect();
+    if let Some(earlier_ids) = earlier.get(HELD_OUT_IDS).filter(|_| earlier["adapter_steps"].as_u64().is_some_and(|s| s > 0)) {
+        if *earlier_ids != serde_json::json!(held_out) {
+            bail!(
+                "{}: the adapters there held out other problems of {} (the run changed since); continuing would train on problems held out before (use another --out)",
+                args.out.display(),
+                args.run.display()
+            );
+        }
+    }
     let mut manifest = PipelineManifest::new(agents, run.layer);
     let ae_json = thoughtcomm::config_path(&ae_path);
     copy_into(&ae_path, &args.out.join(&manifest.autoencoder))?;
@@ -230,7 +244,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     let models: BTreeSet<String> = run.config.agents.iter().map(|a| a.model.clone()).collect();
     for model_name in models {
         let model = runtime::loader::load(&model_name, device, kind)?;
-        let mut examples = examples(&run, 0..trained_problems, &ae, &model, &model_name, context.shows_text())?;
+        let mut examples = examples(&run, &(0..trained_problems).collect::<Vec<_>>(), &ae, &model, &model_name, context.shows_text())?;
         if examples.is_empty() {
             bail!("{}: no turn after the first round for agents on '{model_name}' (the run needs --rounds >= 2)", args.run.display());
         }
@@ -295,7 +309,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
             manifest.adapters.insert(model_name.clone(), file.clone());
             let mut so_far = losses.clone();
             so_far.insert(model_name.clone(), serde_json::json!({ "examples": examples.len(), "first": first, "last": last }));
-            manifest.provenance = provenance(args, common_steps(adapter.step()), &so_far);
+            manifest.provenance = provenance(args, &held_out, common_steps(adapter.step()), &so_far);
             manifest.write(&args.out)?;
         }
         progress.finish();
@@ -311,14 +325,14 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
         manifest.adapters.insert(model_name, file);
     }
     if let Some(steps) = trained_steps {
-        manifest.provenance = provenance(args, steps, &losses);
+        manifest.provenance = provenance(args, &held_out, steps, &losses);
     }
     manifest.write(&args.out)?;
     Ok(manifest)
 }
 
 /// How the pipeline's adapters were trained, for its manifest.
-fn provenance(args: &TrainAdapterArgs, adapter_steps: u64, losses: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
+fn provenance(args: &TrainAdapterArgs, held_out: &[String], adapter_steps: u64, losses: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     serde_json::json!({
         "run": args.run.display().to_string(),
         "autoencoder": args.ae.display().to_string(),
@@ -327,16 +341,17 @@ fn provenance(args: &TrainAdapterArgs, adapter_steps: u64, losses: &BTreeMap<Str
         "objective": args.objective.objective(),
         "context": args.objective.adapter_context.name(),
         "holdout": args.holdout,
+        HELD_OUT_IDS: held_out,
         "losses": losses,
     })
 }
 
-/// Every turn after the first round of an agent on `model_name` in the run's `problems`: the
+/// Every turn after the first round of an agent on `model_name` in the run's `problems` (indices): the
 /// latents of the round before, the prompt the agent saw (its role as the system message, as the
 /// runtime adds it; without the other agents' responses unless `show_text`) and its response.
 pub(crate) fn examples(
     run: &Trajectories,
-    problems: std::ops::Range<usize>,
+    problems: &[usize],
     ae: &ThoughtAutoencoder,
     model: &runtime::loader::Model,
     model_name: &str,
@@ -345,7 +360,8 @@ pub(crate) fn examples(
     let math = run.config.is_math();
     let tok = &model.tokenizer;
     let mut out = Vec::new();
-    for (p, problem) in run.problems.iter().enumerate().take(problems.end).skip(problems.start) {
+    for &p in problems {
+        let problem = &run.problems[p];
         let responses: Vec<Vec<String>> = problem.rounds.iter().map(|r| r.iter().map(|t| t.response.clone()).collect()).collect();
         for r in 1..problem.rounds.len() {
             let latents: Tensor = ae.encode(&run.round_states(p, r - 1)?)?.squeeze_dim(0);

@@ -234,7 +234,11 @@ fn thoughtcomm_trains_debates_records_and_reports() {
     let eval = tcomm(&["eval-adapter", "--pipeline", path(&dir.path().join("context-hidden")), "--json"]);
     assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
     let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
-    assert_eq!((eval["context"].as_str(), &eval["problems"]), (Some("hidden"), &serde_json::json!([1, 2])));
+    // Held out by id: the last problem of the training run's results, as the manifest records it.
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("context-hidden/manifest.json")).unwrap()).unwrap();
+    let last_id = read_results(&pipeline.join("collect")).unwrap().last().unwrap().id.clone();
+    assert_eq!(manifest["provenance"]["holdout_ids"], serde_json::json!([last_id]));
+    assert_eq!((eval["context"].as_str(), &eval["problems"]), (Some("hidden"), &serde_json::json!([last_id])));
     let rows = eval["models"]["smollm2-135m"].as_array().unwrap();
     let inputs: Vec<&str> = rows.iter().map(|r| r["input"].as_str().unwrap()).collect();
     assert_eq!(inputs, ["thoughts", "random_latents", "no_prefix"]);
@@ -246,6 +250,16 @@ fn thoughtcomm_trains_debates_records_and_reports() {
         assert!((r["cross_entropy_gap"].as_f64().unwrap() - (ce(r) - ce(&rows[0]))).abs() < 1e-9, "{r}");
     }
     assert!((ce(&rows[2]) - ce(&rows[0])).abs() > 1e-6, "a prefix changes the loss: {rows:?}");
+    // Training on into that folder after the run's problems changed would train on held-out ones.
+    let mut moved = manifest.clone();
+    moved["provenance"]["holdout_ids"] = serde_json::json!(["gsm8k/dev/999"]);
+    std::fs::write(dir.path().join("context-hidden/manifest.json"), moved.to_string()).unwrap();
+    let resumed = tcomm(&[
+        "train-adapter", "--run", path(&pipeline.join("collect")), "--ae", path(&pipeline.join("ae")), "--adapter-context", "hidden",
+        "--steps", "2", "--batch-size", "2", "--holdout", "1", "--out", path(&dir.path().join("context-hidden")),
+    ]);
+    assert!(!resumed.status.success());
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("held out other problems"), "{}", String::from_utf8_lossy(&resumed.stderr));
     // A pipeline whose adapters saw every problem of their run has nothing held out there.
     let none_left = tcomm(&["eval-adapter", "--pipeline", path(&pipeline)]);
     assert!(!none_left.status.success());
