@@ -80,6 +80,10 @@ pub struct Args {
     /// libtorch intra-op threads.
     #[arg(long, default_value_t = 1)]
     threads: i32,
+    /// Where the autoencoders train: cpu, cuda or cuda:N (the paper's sizes, 512 latents and
+    /// up, take many hours per seed on a CPU). CUDA results are not bit-for-bit those of the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -108,6 +112,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         train: train_config(&args),
         structure: StructureConfig { aggregate: args.aggregate, threshold: args.threshold },
         ablation: !args.no_ablation,
+        device: runtime::device::parse_device(&args.device)?,
     };
     if let Some(dir) = &args.checkpoint {
         check_checkpoint_data(dir, &config.data)?;
@@ -227,7 +232,7 @@ fn to_json(args: &Args, r: &BenchReport) -> serde_json::Value {
             "agents": args.agents, "seed": args.seed, "latent_dim": args.latent_dim, "samples": args.samples,
             "estimator": args.estimator, "lambda": args.lambda, "steps": args.steps, "hidden": args.hidden,
             "batch_size": args.batch_size, "learning_rate": args.learning_rate, "jacobian_columns": args.jacobian_columns, "threshold": args.threshold,
-            "aggregate": args.aggregate.name(), "threads": args.threads,
+            "aggregate": args.aggregate.name(), "threads": args.threads, "device": args.device,
         },
         "true_alpha": r.true_alpha,
         "sparse": r.sparse,

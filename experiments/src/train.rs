@@ -61,6 +61,10 @@ pub struct TrainAeArgs {
     pub aggregate: Aggregate,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Where the autoencoder trains: cpu, cuda or cuda:N (the checkpoint is the same either way;
+    /// CUDA arithmetic is not bit-for-bit the CPU's).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Another debate run with saved states (e.g. dev problems) on which the explained variance
     /// is also reported: how well the autoencoder generalizes beyond its training states.
     #[arg(long)]
@@ -139,7 +143,8 @@ fn fit_autoencoder(states: &AgentStates, args: &TrainAeArgs) -> anyhow::Result<(
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let path = args.out.join(AE_FILE);
-    let mut ae = if path.exists() {
+    let device = runtime::device::parse_device(&args.device)?;
+    let ae = if path.exists() {
         let ae = ThoughtAutoencoder::load_expecting(&path, &config)?;
         eprintln!("resuming the autoencoder at step {}", ae.step());
         ae
@@ -158,6 +163,7 @@ fn fit_autoencoder(states: &AgentStates, args: &TrainAeArgs) -> anyhow::Result<(
         };
         ThoughtAutoencoder::new(config, train)?
     };
+    let mut ae = ae.to_device(device);
     let bar = bar(args.steps, "autoencoder")?;
     bar.set_position(ae.step().min(args.steps));
     const CHUNK: u64 = 50;

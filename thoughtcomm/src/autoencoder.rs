@@ -281,7 +281,7 @@ impl ThoughtNetwork {
             };
             (x_hat, penalty)
         } else {
-            (self.decoder.forward(&z), Tensor::zeros([], (Kind::Float, tch::Device::Cpu)))
+            (self.decoder.forward(&z), Tensor::zeros([], (Kind::Float, x.device())))
         };
         let reconstruction = (x_hat - x).square().mean(Kind::Float);
         let total = &reconstruction + &penalty * self.config.lambda;

@@ -31,6 +31,8 @@ pub struct BenchConfig {
     pub structure: StructureConfig,
     /// Also train with lambda = 0 (the ablation). Off only to save time while tuning.
     pub ablation: bool,
+    /// Where the autoencoders train (data, scores and checkpoints stay on the CPU).
+    pub device: tch::Device,
 }
 
 /// Hooks into a run's trainings. Both methods default to doing nothing.
@@ -115,10 +117,11 @@ fn evaluate(
     config: &BenchConfig,
     observer: &mut dyn TrainingObserver,
 ) -> Result<RecoveryScores> {
-    let mut ae = match observer.resume(name, &ae_config)? {
+    let ae = match observer.resume(name, &ae_config)? {
         Some(ae) => ae,
         None => ThoughtAutoencoder::new(ae_config, config.train.clone())?,
     };
+    let mut ae = ae.to_device(config.device);
     let report = ae.fit_until(&data.states, config.steps, CHUNK_STEPS, |ae, report| observer.after_chunk(name, ae, report))?;
     // The mean over the last training steps when this call trained, else (a resumed training
     // that had already finished) the reconstruction over all samples.

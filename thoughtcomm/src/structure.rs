@@ -123,7 +123,7 @@ impl ThoughtStructure {
         let offs = states.block_offsets();
         let mut scores = Vec::with_capacity(states.num_agents());
         for w in offs.windows(2) {
-            let block = agg.narrow(0, w[0], w[1] - w[0]).amax(0, false).to_kind(Kind::Double);
+            let block = agg.narrow(0, w[0], w[1] - w[0]).amax(0, false).to_kind(Kind::Double).to_device(tch::Device::Cpu);
             scores.push(Vec::<f64>::try_from(&block)?);
         }
         Ok(Self::from_scores(scores, config))

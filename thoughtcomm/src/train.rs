@@ -5,7 +5,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::autoencoder::{AutoencoderConfig, ThoughtNetwork};
 use crate::error::{Result, ThoughtError};
@@ -79,6 +79,25 @@ impl ThoughtAutoencoder {
         Ok(Self { net, train, normalization: None, step: 0, adam })
     }
 
+    /// The same autoencoder with its weights and Adam moments on `device`. Training and the
+    /// Jacobian run there; states come in and latents go out on the CPU. Initial weights and
+    /// mini-batches do not depend on the device, but on CUDA the arithmetic is not bit-for-bit
+    /// that of the CPU (nor, with its nondeterministic kernels, of another CUDA run).
+    pub fn to_device(mut self, device: Device) -> Self {
+        if device != self.device() {
+            self.net.vs.set_device(device);
+            for (_, m, v) in self.adam.moments.iter_mut() {
+                *m = m.to_device(device);
+                *v = v.to_device(device);
+            }
+        }
+        self
+    }
+
+    pub fn device(&self) -> Device {
+        self.net.vs.device()
+    }
+
     pub fn config(&self) -> &AutoencoderConfig {
         self.net.config()
     }
@@ -122,13 +141,13 @@ impl ThoughtAutoencoder {
         Ok(())
     }
 
-    /// States mapped to the normalized space the networks work in.
+    /// States mapped to the normalized space the networks work in, on the autoencoder's device.
     pub fn normalize(&self, states: &AgentStates) -> Result<Tensor> {
         self.check_states(states)?;
         let norm = self.normalization.as_ref().ok_or_else(|| {
             ThoughtError::Config("the autoencoder is untrained: it has no normalization statistics yet".into())
         })?;
-        Ok(norm.apply(states.h()))
+        Ok(norm.apply(states.h()).to_device(self.device()))
     }
 
     /// `steps` more Adam steps on mini-batches of `states` (drawn with replacement; batch `s` is
@@ -147,8 +166,8 @@ impl ThoughtAutoencoder {
         let columns = self.train.jacobian_columns.filter(|&c| c < k);
         for i in 0..steps {
             let step = self.step + 1;
-            let batch = x.index_select(0, &batch_indices(self.train.seed, step, self.train.batch_size, n));
-            let columns = columns.map(|c| column_indices(self.train.seed, step, c, k));
+            let batch = x.index_select(0, &batch_indices(self.train.seed, step, self.train.batch_size, n).to_device(x.device()));
+            let columns = columns.map(|c| column_indices(self.train.seed, step, c, k).to_device(x.device()));
             let loss = self.net.loss(&batch, columns.as_ref());
             zero_grads(&self.net.vs);
             loss.total.backward();
@@ -193,10 +212,10 @@ impl ThoughtAutoencoder {
         Ok(last.map(|report| TrainReport { seconds, samples_per_second: samples / seconds.max(1e-9), ..report }))
     }
 
-    /// Z_hat (`[samples, k]`) of `states`.
+    /// Z_hat (`[samples, k]`, on the CPU) of `states`.
     pub fn encode(&self, states: &AgentStates) -> Result<Tensor> {
         let x = self.normalize(states)?;
-        Ok(tch::no_grad(|| self.net.encoder.forward(&x)))
+        Ok(tch::no_grad(|| self.net.encoder.forward(&x)).to_device(Device::Cpu))
     }
 
     /// The share of the states' variance the autoencoder reconstructs (R², in the normalized
@@ -238,7 +257,8 @@ impl ThoughtAutoencoder {
                 got: shape.last().copied().unwrap_or(0),
             });
         }
-        Ok(tch::no_grad(|| norm.invert(&self.net.decoder.forward(&z.to_kind(Kind::Float)))))
+        let z = z.to_device(self.device()).to_kind(Kind::Float);
+        Ok(tch::no_grad(|| norm.invert(&self.net.decoder.forward(&z).to_device(Device::Cpu))))
     }
 }
 

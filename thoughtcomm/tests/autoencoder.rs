@@ -149,3 +149,30 @@ fn a_collapsed_autoencoder_explains_no_variance() {
     let explained = ae.explained_variance(&s).expect("explained variance");
     assert!(explained < 0.05, "explained variance {explained}");
 }
+
+/// Training on CUDA starts from the CPU's initial weights, draws the same mini-batches and ends
+/// close to the CPU's run (not bit-for-bit: other kernels); a CUDA checkpoint loads on the CPU.
+#[test]
+#[ignore = "needs a CUDA GPU (scripts/gpu_identifiability.sh runs it on the device machine)"]
+fn cuda_training_follows_the_cpu() {
+    one_thread();
+    let cuda = tch::Device::Cuda(0);
+    assert!(tch::Cuda::is_available(), "no CUDA device");
+    let s = states(2);
+    let subset = TrainConfig { jacobian_columns: Some(3), ..train() };
+    let mut cpu = ThoughtAutoencoder::new(config(Estimator::Log), subset.clone()).expect("cpu");
+    let mut gpu = ThoughtAutoencoder::new(config(Estimator::Log), subset).expect("gpu").to_device(cuda);
+    assert_eq!(gpu.device(), cuda);
+    let (a, b) = (cpu.fit(&s, 200).expect("fit cpu"), gpu.fit(&s, 200).expect("fit cuda"));
+    assert!((a.reconstruction - b.reconstruction).abs() < 1e-3 * a.reconstruction.max(1e-3), "{a:?} vs {b:?}");
+    let (za, zb) = (cpu.encode(&s).expect("encode"), gpu.encode(&s).expect("encode"));
+    assert_eq!(zb.device(), tch::Device::Cpu);
+    let diff = (&za - &zb).abs().max().double_value(&[]);
+    assert!(diff < 1e-3, "latents differ by {diff}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ae.safetensors");
+    gpu.save(&path).expect("save");
+    let back = ThoughtAutoencoder::load_expecting(&path, &config(Estimator::Log)).expect("load");
+    let diff = (back.encode(&s).expect("encode") - &zb).abs().max().double_value(&[]);
+    assert!(back.step() == 200 && diff < 1e-4, "the CUDA checkpoint read on the CPU differs by {diff}");
+}

@@ -20,6 +20,7 @@ fn default_estimator_beats_the_ablation_on_a_small_problem() {
         train: TrainConfig { batch_size: 128, learning_rate: 1e-3, seed: 0, jacobian_columns: None },
         structure: StructureConfig::default(),
         ablation: true,
+        device: tch::Device::Cpu,
     };
     let r = benchmark::run(&config).expect("benchmark");
     let (s, a) = (&r.sparse, r.no_sparsity.as_ref().expect("the ablation was asked for"));
