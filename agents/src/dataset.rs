@@ -213,6 +213,18 @@ pub fn sample(mut problems: Vec<Problem>, limit: Option<usize>, shuffle_seed: Op
     problems
 }
 
+/// `problems` without those whose question is also one of `excluded`'s (compared with whitespace
+/// runs collapsed), and how many were left out. MATH-500 is a subset of the MATH test split, so a
+/// thought pipeline trained on MATH `test_dev` must leave MATH-500 out to be evaluated on it.
+pub fn without(problems: Vec<Problem>, excluded: &[Problem]) -> (Vec<Problem>, usize) {
+    let key = |q: &str| q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let excluded: std::collections::HashSet<String> = excluded.iter().map(|p| key(&p.question)).collect();
+    let before = problems.len();
+    let kept: Vec<Problem> = problems.into_iter().filter(|p| !excluded.contains(&key(&p.question))).collect();
+    let dropped = before - kept.len();
+    (kept, dropped)
+}
+
 fn read_problems(
     path: &Path,
     id_prefix: &str,

@@ -72,6 +72,10 @@ pub struct DebateConfig {
     /// How answers are extracted and compared.
     pub grader: Grader,
     pub split: String,
+    /// Datasets (names) whose evaluation problems were left out before `limit`: a training run
+    /// on MATH `test_dev` leaves out MATH-500, which the MATH comparison is evaluated on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
     pub limit: Option<usize>,
     pub agents: Vec<AgentConfig>,
     pub rounds: usize,

@@ -190,3 +190,21 @@ fn sampling_is_first_n_or_seeded() {
     expected.sort();
     assert_eq!(all, expected);
 }
+
+#[test]
+fn training_problems_leave_out_an_evaluation_set() {
+    let dir = common::data_dir();
+    let math = must(load(Some(&dir), Dataset::Math, "test_dev"));
+    let m500 = must(load(Some(&dir), Dataset::Math500, "dev"));
+    let (kept, dropped) = dataset::without(math.clone(), &m500);
+    // Every MATH-500 dev problem is in the MATH test split (shared/data/math/README.md).
+    assert_eq!((kept.len(), dropped), (math.len() - m500.len(), m500.len()));
+    let questions: std::collections::HashSet<&str> = m500.iter().map(|p| p.question.as_str()).collect();
+    assert!(kept.iter().all(|p| !questions.contains(p.question.as_str())));
+    // Ids keep their rows, so a run's problems stay addressable.
+    assert!(kept.iter().all(|p| math.iter().any(|m| m.id == p.id && m.question == p.question)));
+    // Whitespace differences do not hide a copy.
+    let p = |id: &str, q: &str| Problem { id: id.into(), question: q.into(), gold: "1".into(), subject: None, level: None };
+    let (kept, dropped) = dataset::without(vec![p("a/0", "What is  1+1?\n"), p("a/1", "What is 2+2?")], &[p("b/0", "What is 1+1?")]);
+    assert_eq!((kept.len(), dropped, kept[0].id.as_str()), (1, 1, "a/1"));
+}

@@ -65,6 +65,10 @@ pub struct DebateArgs {
     /// Defaults to the dataset's evaluation split (dev, or test_dev for math).
     #[arg(long)]
     pub split: Option<String>,
+    /// Leave out the problems whose question is also in this dataset's evaluation split (gsm8k,
+    /// math or math500; repeatable), before --limit. `tcomm train` on MATH leaves out math500.
+    #[arg(long = "exclude", value_name = "DATASET")]
+    pub exclude: Vec<String>,
     /// Use your own JSONL file instead of --dataset (see --question-field, --answer-field, --answer-format).
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -233,6 +237,7 @@ impl DebateArgs {
             dataset,
             grader,
             split,
+            exclude: self.exclude.iter().map(|d| Ok(d.parse::<Dataset>()?.name().to_string())).collect::<anyhow::Result<_>>()?,
             limit: self.limit,
             agents,
             rounds,
@@ -245,7 +250,7 @@ impl DebateArgs {
     }
 
     fn problems(&self) -> anyhow::Result<Vec<dataset::Problem>> {
-        let problems = match &self.jsonl {
+        let mut problems = match &self.jsonl {
             Some(path) => {
                 let format: AnswerFormat = self.answer_format.parse()?;
                 dataset::load_jsonl(path, &self.question_field, &self.answer_field, format)?
@@ -256,6 +261,12 @@ impl DebateArgs {
                 dataset::load(self.data_dir.as_deref(), d, &split)?
             }
         };
+        for name in &self.exclude {
+            let d: Dataset = name.parse()?;
+            let (kept, dropped) = dataset::without(problems, &dataset::load(self.data_dir.as_deref(), d, d.default_split())?);
+            tracing::info!(dataset = d.name(), split = d.default_split(), dropped, "left out the problems that are also in an excluded dataset");
+            problems = kept;
+        }
         Ok(dataset::sample(problems, self.limit, None))
     }
 }

@@ -109,6 +109,15 @@ fn vs_text(args: VsTextArgs) -> anyhow::Result<()> {
     let pipeline = match &args.thoughts {
         Some(dir) => dir.clone(),
         None => {
+            let source = train_pipeline::training_source(&args.setup.dataset, None)?;
+            let evaluated = args.setup.dataset.parse::<agents::dataset::Dataset>()?;
+            if source.dataset == evaluated && args.split.as_deref().unwrap_or(evaluated.default_split()) == source.split {
+                bail!(
+                    "--dataset {evaluated}: the pipeline trained here would debate the {evaluated} {} problems this experiment evaluates on; \
+                     evaluate on math500 (a MATH pipeline trains on MATH test_dev without the MATH-500 problems) or pass --thoughts",
+                    source.split
+                );
+            }
             let dir = args.out.join("pipeline");
             eprintln!("== training the thought pipeline into {}", dir.display());
             let mut train: TrainArgs = parse_words("train", words(&[("--out", dir.display().to_string())]))?;

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use agents::dataset::Dataset;
 use clap::{Args, Parser};
 
 use crate::debate::DebateArgs;
@@ -74,7 +75,9 @@ impl DebateSetup {
 pub struct TrainArgs {
     #[command(flatten)]
     pub setup: DebateSetup,
-    /// Defaults to the dataset's training split (train for gsm8k, test_dev for math, dev for math500).
+    /// Split of the training debates. Default: train for gsm8k; for math and math500, MATH's
+    /// test_dev without the MATH-500 problems (MATH has no training split here, and MATH-500,
+    /// the MATH evaluation set, is a subset of the test split).
     #[arg(long)]
     pub split: Option<String>,
     /// Training problems whose debates are collected (the paper used about 500).
@@ -130,15 +133,12 @@ pub const COLLECT_DIR: &str = "collect";
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let setup = &args.setup;
-    let split = match (&args.split, setup.dataset.as_str()) {
-        (Some(s), _) => s.clone(),
-        (None, "gsm8k") => "train".into(),
-        (None, "math") => "test_dev".into(),
-        (None, _) => "dev".into(),
-    };
+    let source = training_source(&setup.dataset, args.split.as_deref())?;
     let collect = args.out.join(COLLECT_DIR);
     let mut collect_words = words(&[("--mode", "text".into()), ("--save-states", String::new())]);
-    collect_words.extend(setup.words(Some(split.as_str()), args.limit, &collect));
+    let collect_setup = DebateSetup { dataset: source.dataset.name().to_string(), ..setup.clone() };
+    collect_words.extend(collect_setup.words(Some(source.split.as_str()), args.limit, &collect));
+    collect_words.extend(source.exclude.iter().flat_map(|d| words(&[("--exclude", d.name().to_string())])));
     if let Some(layer) = args.state_layer {
         collect_words.extend(words(&[("--state-layer", layer.to_string())]));
     }
@@ -174,6 +174,26 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     train_adapter::run(adapter_args)
 }
 
+/// Where a pipeline for a dataset collects its training debates.
+#[derive(Debug, PartialEq)]
+pub struct TrainingSource {
+    pub dataset: Dataset,
+    pub split: String,
+    /// Datasets whose evaluation problems are left out of the training problems.
+    pub exclude: Vec<Dataset>,
+}
+
+/// GSM8K trains on its train split. MATH has no training split in the shared data, so both MATH
+/// datasets train on MATH's test_dev without the MATH-500 problems (all of which are in the test
+/// split): MATH-500 is the MATH evaluation set. `split` overrides the split only.
+pub fn training_source(dataset: &str, split: Option<&str>) -> anyhow::Result<TrainingSource> {
+    let (dataset, default_split, exclude) = match dataset.parse::<Dataset>()? {
+        Dataset::Gsm8k => (Dataset::Gsm8k, "train", vec![]),
+        Dataset::Math | Dataset::Math500 => (Dataset::Math, "test_dev", vec![Dataset::Math500]),
+    };
+    Ok(TrainingSource { dataset, split: split.unwrap_or(default_split).to_string(), exclude })
+}
+
 /// `tcomm train-adapter` arguments for the states of `run`, the autoencoder in `ae`, into `out`,
 /// with the debate's seed, device and dtype and the given objective; the rest are its defaults.
 pub fn adapter_args(run: &Path, ae: &Path, out: &Path, setup: &DebateSetup, objective: &ObjectiveArgs) -> anyhow::Result<TrainAdapterArgs> {
@@ -185,4 +205,21 @@ pub fn adapter_args(run: &Path, ae: &Path, out: &Path, setup: &DebateSetup, obje
     args.model.dtype = setup.dtype.clone();
     args.model.data_dir = setup.data_dir.clone();
     Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn math_pipelines_train_on_math_without_math500() {
+        let source = |d: &str, split: Option<&str>| training_source(d, split).map_err(|e| e.to_string());
+        let gsm8k = TrainingSource { dataset: Dataset::Gsm8k, split: "train".into(), exclude: vec![] };
+        let math = TrainingSource { dataset: Dataset::Math, split: "test_dev".into(), exclude: vec![Dataset::Math500] };
+        assert_eq!(source("gsm8k", None), Ok(gsm8k));
+        assert_eq!(source("math", None), Ok(math));
+        assert_eq!(source("math500", None), source("math", None));
+        assert_eq!(source("gsm8k", Some("dev")).map(|s| s.split), Ok("dev".to_string()));
+        assert!(source("gsm9k", None).is_err_and(|e| e.contains("gsm9k")));
+    }
 }

@@ -128,3 +128,13 @@ fn bad_device() {
     assert_ne!(code, 0);
     assert!(stderr.contains("bad device 'tpu'"), "{stderr}");
 }
+
+#[test]
+fn experiment_refuses_to_train_on_the_problems_it_evaluates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("x");
+    let (code, _, stderr) = tcomm(&["experiment", "thoughtcomm-vs-text", "--dataset", "math", "--out", out.to_str().expect("utf-8 path")]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("evaluate on math500") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!out.join("pipeline").exists(), "nothing is trained before the refusal");
+}

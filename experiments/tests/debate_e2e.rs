@@ -117,3 +117,39 @@ fn text_debate_runs_resumes_and_reports() {
         assert!(meta.len() > 1000, "{f} is {} bytes", meta.len());
     }
 }
+
+/// `--exclude math500` on MATH test_dev (what `tcomm train` collects MATH pipelines on) leaves
+/// out the problems MATH-500 evaluates, before `--limit`, keeps the others' ids, and is part of
+/// the run's config (a rerun without it is refused).
+#[test]
+fn excluded_problems_are_left_out_before_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("math");
+    let args = |exclude: bool| {
+        let mut a: Vec<String> = ["debate", "--mode", "single", "--dataset", "math", "--limit", "15", "--max-new-tokens", "1", "--parallel", "15"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if exclude {
+            a.extend(["--exclude".to_string(), "math500".to_string()]);
+        }
+        a.extend(["--out".to_string(), out.display().to_string()]);
+        a
+    };
+    let ran = tcomm().args(args(true)).output().unwrap();
+    assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+    let data = agents::dataset::resolve_data_dir(None).unwrap();
+    let m500 = agents::dataset::load(Some(&data), agents::dataset::Dataset::Math500, "dev").unwrap();
+    let math = agents::dataset::load(Some(&data), agents::dataset::Dataset::Math, "test_dev").unwrap();
+    let expected: Vec<String> =
+        math.iter().filter(|p| !m500.iter().any(|m| m.question == p.question)).take(15).map(|p| p.id.clone()).collect();
+    let mut ids: Vec<String> = read_results(&out).unwrap().into_iter().map(|r| r.id).collect();
+    ids.sort_by_key(|id| id.rsplit('/').next().and_then(|n| n.parse::<usize>().ok()));
+    assert_eq!(ids, expected);
+    assert!(expected.last() != Some(&"math/test_dev/14".to_string()), "some of the first 15 rows are MATH-500 problems");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["exclude"], serde_json::json!(["math500"]));
+    let refused = tcomm().args(args(false)).output().unwrap();
+    assert!(!refused.status.success(), "a rerun with other problems must be refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("differs in: exclude"), "{}", String::from_utf8_lossy(&refused.stderr));
+}
