@@ -68,7 +68,7 @@ pub struct DebateArgs {
     /// Leave out the problems whose question is also in this dataset's evaluation split (gsm8k,
     /// math or math500; repeatable), before --limit. `tcomm train` on MATH leaves out math500.
     #[arg(long = "exclude", value_name = "DATASET")]
-    pub exclude: Vec<String>,
+    pub exclude: Vec<Dataset>,
     /// Use your own JSONL file instead of --dataset (see --question-field, --answer-field, --answer-format).
     #[arg(long)]
     pub jsonl: Option<PathBuf>,
@@ -237,7 +237,7 @@ impl DebateArgs {
             dataset,
             grader,
             split,
-            exclude: self.exclude.iter().map(|d| Ok(d.parse::<Dataset>()?.name().to_string())).collect::<anyhow::Result<_>>()?,
+            exclude: self.exclude.iter().map(|d| d.name().to_string()).collect(),
             limit: self.limit,
             agents,
             rounds,
@@ -261,8 +261,7 @@ impl DebateArgs {
                 dataset::load(self.data_dir.as_deref(), d, &split)?
             }
         };
-        for name in &self.exclude {
-            let d: Dataset = name.parse()?;
+        for &d in &self.exclude {
             let (kept, dropped) = dataset::without(problems, &dataset::load(self.data_dir.as_deref(), d, d.default_split())?);
             tracing::info!(dataset = d.name(), split = d.default_split(), dropped, "left out the problems that are also in an excluded dataset");
             problems = kept;

@@ -202,8 +202,9 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     // earlier run recorded for that adapter, instead of overwriting them with nulls.
     let earlier = PipelineManifest::read(&args.out).ok().map(|m| m.provenance).unwrap_or_default();
     let context = args.objective.adapter_context;
+    let trained_before = earlier["adapter_steps"].as_u64().is_some_and(|s| s > 0);
     let earlier_setup = (TrainingContext::trained(&earlier), earlier["holdout"].as_u64().unwrap_or(0));
-    if earlier["adapter_steps"].as_u64().is_some_and(|s| s > 0) && earlier_setup != (context, args.holdout as u64) {
+    if trained_before && earlier_setup != (context, args.holdout as u64) {
         bail!(
             "{}: the adapters there trained with --adapter-context {} --holdout {}; continuing with {} and {} would mix two setups (use another --out)",
             args.out.display(),
@@ -219,7 +220,7 @@ pub fn train(args: &TrainAdapterArgs) -> anyhow::Result<PipelineManifest> {
     };
     // The held-out problems by id, so that eval-adapter finds them even if the run grows later.
     let held_out: Vec<String> = run.problems[trained_problems..].iter().map(|p| p.id.clone()).collect();
-    if let Some(earlier_ids) = earlier.get(HELD_OUT_IDS).filter(|_| earlier["adapter_steps"].as_u64().is_some_and(|s| s > 0)) {
+    if let Some(earlier_ids) = earlier.get(HELD_OUT_IDS).filter(|_| trained_before) {
         if *earlier_ids != serde_json::json!(held_out) {
             bail!(
                 "{}: the adapters there held out other problems of {} (the run changed since); continuing would train on problems held out before (use another --out)",
